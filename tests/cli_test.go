@@ -1,0 +1,97 @@
+package tests
+
+import (
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/rogpeppe/go-internal/testscript"
+	"github.com/simple-tpm-pk11/simple-tpm-pk11/internal/swtpmtest"
+)
+
+// TestCLI runs the scripts in testdata/cli. Each script gets two fresh
+// swtpm processes: $TPM (TCP, also in $SIMPLE_TPM_PK11_TPM and, for
+// openssl's tpm2 provider, $TPM2OPENSSL_TCTI) and $TPM_B (unix socket), with
+// $TCTI and $TCTI_B for tpm2-tools.
+func TestCLI(t *testing.T) {
+	for _, tool := range []string{"openssl", "ssh-keygen", "tpm2_getcap", "setpriv"} {
+		need(t, tool)
+	}
+	testscript.Run(t, testscript.Params{
+		Dir:                 "testdata/cli",
+		RequireExplicitExec: true,
+		Setup: func(env *testscript.Env) error {
+			tb := env.T().(testing.TB)
+			a := swtpmtest.Start(tb, swtpmtest.Options{TCP: true})
+			b := swtpmtest.Start(tb, swtpmtest.Options{})
+			a.RelaxLockout(tb)
+			env.Setenv("PATH", binDir+string(os.PathListSeparator)+env.Getenv("PATH"))
+			env.Setenv("HOME", env.WorkDir)
+			env.Setenv("TPM", a.Spec)
+			env.Setenv("TCTI", a.TCTI)
+			env.Setenv("SIMPLE_TPM_PK11_TPM", a.Spec)
+			env.Setenv("TPM2OPENSSL_TCTI", a.TCTI)
+			env.Setenv("TPM_B", b.Spec)
+			env.Setenv("TCTI_B", b.TCTI)
+			env.Setenv("BIN", binDir)
+			return nil
+		},
+		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
+			"mode":      cmdMode,
+			"chmod":     cmdChmod,
+			"samelines": cmdSameLines,
+		},
+	})
+}
+
+// mode FILE PERM checks a file's permission bits.
+func cmdMode(ts *testscript.TestScript, neg bool, args []string) {
+	if len(args) != 2 {
+		ts.Fatalf("usage: mode FILE PERM")
+	}
+	want, err := strconv.ParseUint(args[1], 8, 32)
+	if err != nil {
+		ts.Fatalf("mode: %v", err)
+	}
+	fi, err := os.Stat(ts.MkAbs(args[0]))
+	if err != nil {
+		ts.Fatalf("mode: %v", err)
+	}
+	if got := fi.Mode().Perm(); (uint64(got) == want) == neg {
+		ts.Fatalf("%s has mode %o, want %s%o", args[0], got, map[bool]string{true: "not ", false: ""}[neg], want)
+	}
+}
+
+// chmod PERM FILE sets permission bits.
+func cmdChmod(ts *testscript.TestScript, neg bool, args []string) {
+	if len(args) != 2 || neg {
+		ts.Fatalf("usage: chmod PERM FILE")
+	}
+	perm, err := strconv.ParseUint(args[0], 8, 32)
+	if err != nil {
+		ts.Fatalf("chmod: %v", err)
+	}
+	ts.Check(os.Chmod(ts.MkAbs(args[1]), os.FileMode(perm)))
+}
+
+// samelines A B checks that two files hold the same lines in any order
+// (e.g. ssh-keygen -D output against the .pub files).
+func cmdSameLines(ts *testscript.TestScript, neg bool, args []string) {
+	if len(args) != 2 {
+		ts.Fatalf("usage: samelines A B")
+	}
+	read := func(name string) map[string]int {
+		m := map[string]int{}
+		for _, l := range strings.Split(strings.TrimSpace(ts.ReadFile(name)), "\n") {
+			m[strings.TrimSpace(l)]++
+		}
+		return m
+	}
+	a, b := read(args[0]), read(args[1])
+	same := fmt.Sprint(a) == fmt.Sprint(b)
+	if same == neg {
+		ts.Fatalf("%s and %s: same lines = %v", args[0], args[1], same)
+	}
+}

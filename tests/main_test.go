@@ -1,0 +1,75 @@
+// Package tests holds the end-to-end tests: the built commands against real
+// swtpm processes, openssl with the tpm2 provider, tpm2-tools and OpenSSH
+// tools. Each test starts the services it needs in a temporary directory
+// and stops them by PID.
+package tests
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"testing"
+)
+
+// binDir holds the commands built for this test run. It is world-readable
+// so tests can run them as an unprivileged user.
+var binDir string
+
+var commands = []string{"stpm-keygen", "stpm-sign", "stpm-verify"}
+
+func TestMain(m *testing.M) {
+	os.Exit(run(m))
+}
+
+func run(m *testing.M) int {
+	dir, err := os.MkdirTemp("", "stpm-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer func() {
+		if err := os.RemoveAll(dir); err != nil {
+			fmt.Fprintln(os.Stderr, "cleanup:", err)
+		}
+	}()
+	if err := os.Chmod(dir, 0o755); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	binDir = dir
+	args := []string{"build", "-o", dir + "/"}
+	for _, c := range commands {
+		args = append(args, "../cmd/"+c)
+	}
+	build := exec.Command(goTool(), args...)
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "building the commands:", err)
+		return 1
+	}
+	return m.Run()
+}
+
+func goTool() string {
+	p := filepath.Join(runtime.GOROOT(), "bin", "go")
+	if _, err := os.Stat(p); err == nil {
+		return p
+	}
+	return "go"
+}
+
+// need returns the path of a tool the test cannot do without. In CI a
+// missing tool fails the test; elsewhere it skips it.
+func need(t testing.TB, name string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("%s not found: run scripts/install-deps.sh", name)
+		}
+		t.Skipf("%s not found: run scripts/install-deps.sh", name)
+	}
+	return p
+}

@@ -1,0 +1,209 @@
+package tpm
+
+import (
+	"crypto"
+	"errors"
+	"fmt"
+
+	"github.com/google/go-tpm/tpm2"
+	"github.com/simple-tpm-pk11/simple-tpm-pk11/keyfile"
+)
+
+// Loaded is a key loaded into the TPM for the length of one Do.
+type Loaded struct {
+	Handle tpm2.TPMHandle
+	Name   tpm2.TPM2BName
+	Public *tpm2.TPMTPublic
+	parent *Parent
+}
+
+// NeedsPIN says whether a key file's key has an auth value.
+func NeedsPIN(k *keyfile.Key) bool { return !k.EmptyAuth }
+
+// CheckKeyFile rejects key files this package cannot use, before any TPM
+// traffic.
+func CheckKeyFile(k *keyfile.Key) error {
+	if !k.Type.Equal(keyfile.OIDLoadableKey) {
+		return newErr(ErrBadKey, nil, "", "key type %v is not a loadable key (2.23.133.10.1.3)", k.Type)
+	}
+	if len(k.Policy) > 0 || len(k.AuthPolicy) > 0 {
+		return newErr(ErrBadKey, nil, "", "key is bound to a TPM policy, which simple-tpm-pk11 does not support")
+	}
+	pub, err := KeyPublic(k)
+	if err != nil {
+		return err
+	}
+	if !pub.ObjectAttributes.SignEncrypt || pub.ObjectAttributes.Restricted {
+		return newErr(ErrBadKey, nil, "", "key is not an unrestricted signing key")
+	}
+	return nil
+}
+
+// LoadKey loads a key file's key under its parent.
+func (c *Conn) LoadKey(k *keyfile.Key, parentAuth []byte) (*Loaded, error) {
+	if err := CheckKeyFile(k); err != nil {
+		return nil, err
+	}
+	pub, err := KeyPublic(k)
+	if err != nil {
+		return nil, err
+	}
+	priv, err := tpm2.Unmarshal[tpm2.TPM2BPrivate](k.Private)
+	if err != nil {
+		return nil, newErr(ErrBadKey, err, "", "private area is not a TPM2B_PRIVATE")
+	}
+	p, err := c.LoadParent(k.Parent, k.RSAParent, parentAuth)
+	if err != nil {
+		return nil, err
+	}
+	rsp, err := tpm2.Load{
+		ParentHandle: p.authHandle(false),
+		InPrivate:    *priv,
+		InPublic:     tpm2.New2B(*pub),
+	}.Execute(c.tpm)
+	if err != nil {
+		return nil, c.loadErr(err)
+	}
+	c.track(rsp.ObjectHandle)
+	return &Loaded{Handle: rsp.ObjectHandle, Name: rsp.Name, Public: pub, parent: p}, nil
+}
+
+func (c *Conn) loadErr(err error) error {
+	switch {
+	case errors.Is(err, tpm2.TPMRCIntegrity):
+		return newErr(ErrWrongTPM, err, "make a new key on this TPM with stpm-keygen, or restore a backup with stpm-keygen --restore",
+			"the key was made by another TPM, or this TPM was cleared since (TPM_RC_INTEGRITY on load)")
+	case errors.Is(err, tpm2.TPMRCBinding), errors.Is(err, tpm2.TPMRCKey), errors.Is(err, tpm2.TPMRCSize),
+		errors.Is(err, tpm2.TPMRCAttributes), errors.Is(err, tpm2.TPMRCType), errors.Is(err, tpm2.TPMRCScheme):
+		return newErr(ErrBadKey, err, "", "the TPM rejected the key file: %s", rcName(err))
+	case errors.Is(err, tpm2.TPMRCAuthFail), errors.Is(err, tpm2.TPMRCBadAuth), errors.Is(err, tpm2.TPMRCLockout):
+		return c.authErr(err, "SRK PIN")
+	}
+	return tpmErr("load key", err)
+}
+
+// tpmHash maps a Go hash to its TPM algorithm.
+func tpmHash(h crypto.Hash) (tpm2.TPMIAlgHash, error) {
+	switch h {
+	case crypto.SHA1:
+		return tpm2.TPMAlgSHA1, nil
+	case crypto.SHA256:
+		return tpm2.TPMAlgSHA256, nil
+	case crypto.SHA384:
+		return tpm2.TPMAlgSHA384, nil
+	case crypto.SHA512:
+		return tpm2.TPMAlgSHA512, nil
+	}
+	return 0, newErr(ErrUnsupported, nil, "", "hash %v is not supported", h)
+}
+
+// SignOpts chooses the signature scheme.
+type SignOpts struct {
+	Hash crypto.Hash
+	// PSS asks for RSASSA-PSS (salt length = hash length, the only one a
+	// TPM makes) instead of PKCS#1 v1.5. Ignored for ECDSA.
+	PSS bool
+}
+
+// Sign signs digest, which must be a hash of opts.Hash's size. RSA
+// signatures come back as the big-endian signature value; ECDSA ones as
+// r||s, each padded to the curve size (the PKCS#11 form).
+func (c *Conn) Sign(l *Loaded, pin []byte, digest []byte, opts SignOpts) ([]byte, error) {
+	halg, err := tpmHash(opts.Hash)
+	if err != nil {
+		return nil, err
+	}
+	if len(digest) != opts.Hash.Size() {
+		return nil, newErr(ErrBadKey, nil, "", "digest is %d bytes, %v needs %d", len(digest), opts.Hash, opts.Hash.Size())
+	}
+	caps, err := c.Caps()
+	if err != nil {
+		return nil, err
+	}
+	if !caps.Algs[tpm2.TPMAlgID(halg)] {
+		return nil, newErr(ErrUnsupported, nil, "", "this TPM does not support %v", opts.Hash)
+	}
+	scheme := tpm2.TPMTSigScheme{Scheme: tpm2.TPMAlgECDSA,
+		Details: tpm2.NewTPMUSigScheme(tpm2.TPMAlgECDSA, &tpm2.TPMSSchemeHash{HashAlg: halg})}
+	if l.Public.Type == tpm2.TPMAlgRSA {
+		alg := tpm2.TPMAlgRSASSA
+		if opts.PSS {
+			alg = tpm2.TPMAlgRSAPSS
+		}
+		scheme = tpm2.TPMTSigScheme{Scheme: alg,
+			Details: tpm2.NewTPMUSigScheme(alg, &tpm2.TPMSSchemeHash{HashAlg: halg})}
+	}
+	rsp, err := tpm2.Sign{
+		KeyHandle: tpm2.AuthHandle{Handle: l.Handle, Name: l.Name, Auth: authSession(pin, l.parent)},
+		Digest:    tpm2.TPM2BDigest{Buffer: digest},
+		InScheme:  scheme,
+		Validation: tpm2.TPMTTKHashCheck{
+			Tag:       tpm2.TPMSTHashCheck,
+			Hierarchy: tpm2.TPMRHNull,
+		},
+	}.Execute(c.tpm)
+	if err != nil {
+		return nil, c.authErr(err, "PIN")
+	}
+	return sigBytes(l.Public, &rsp.Signature)
+}
+
+func sigBytes(pub *tpm2.TPMTPublic, sig *tpm2.TPMTSignature) ([]byte, error) {
+	switch sig.SigAlg {
+	case tpm2.TPMAlgRSASSA, tpm2.TPMAlgRSAPSS:
+		var s *tpm2.TPMSSignatureRSA
+		var err error
+		if sig.SigAlg == tpm2.TPMAlgRSASSA {
+			s, err = sig.Signature.RSASSA()
+		} else {
+			s, err = sig.Signature.RSAPSS()
+		}
+		if err != nil {
+			return nil, tpmErr("RSA signature", err)
+		}
+		return s.Sig.Buffer, nil
+	case tpm2.TPMAlgECDSA:
+		s, err := sig.Signature.ECDSA()
+		if err != nil {
+			return nil, tpmErr("ECDSA signature", err)
+		}
+		parms, err := pub.Parameters.ECCDetail()
+		if err != nil {
+			return nil, tpmErr("ECDSA signature", err)
+		}
+		curve, err := goCurve(parms.CurveID)
+		if err != nil {
+			return nil, err
+		}
+		size := (curve.Params().BitSize + 7) / 8
+		r, sv := s.SignatureR.Buffer, s.SignatureS.Buffer
+		if len(r) > size || len(sv) > size {
+			return nil, newErr(ErrTPM, nil, "", "ECDSA signature larger than the curve")
+		}
+		out := make([]byte, 2*size)
+		copy(out[size-len(r):size], r)
+		copy(out[2*size-len(sv):], sv)
+		return out, nil
+	}
+	return nil, newErr(ErrTPM, nil, "", "unexpected signature algorithm 0x%04x", uint16(sig.SigAlg))
+}
+
+// SignDigest loads k and signs digest with it in one operation.
+func (t *TPM) SignDigest(k *keyfile.Key, parentAuth, pin, digest []byte, opts SignOpts) ([]byte, error) {
+	var sig []byte
+	err := t.Do(func(c *Conn) error {
+		l, err := c.LoadKey(k, parentAuth)
+		if err != nil {
+			return err
+		}
+		sig, err = c.Sign(l, pin, digest, opts)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return sig, nil
+}
+
+// String describes a loaded key for logs.
+func (l *Loaded) String() string { return fmt.Sprintf("key 0x%08x", uint32(l.Handle)) }

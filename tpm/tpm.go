@@ -1,0 +1,160 @@
+package tpm
+
+import (
+	"errors"
+	"io"
+	"os"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/google/go-tpm/tpm2"
+	"github.com/google/go-tpm/tpm2/transport"
+)
+
+// TPM is a handle on one TPM named by a Spec. Creating it does no I/O;
+// every operation runs inside Do, which connects, serializes against other
+// users of a TPM without a resource manager, and flushes what it loaded.
+type TPM struct {
+	spec Spec
+	// mu serializes operations of this process; the flock serializes
+	// processes.
+	mu sync.Mutex
+	// open replaces dial in tests (the in-process simulator).
+	open func() (transport.TPMCloser, error)
+	// shared is an already open transport that Do reuses (tests).
+	shared transport.TPM
+
+	capsOnce sync.Once
+	caps     *Caps
+	capsErr  error
+}
+
+// Open returns a TPM for spec without talking to it. When the default
+// device is asked for and the kernel has no resource manager device, the
+// raw device is used.
+func Open(spec Spec) *TPM {
+	if spec.Kind == Device && spec.Fallback && spec.Path == DeviceRM {
+		if _, err := os.Stat(DeviceRM); errors.Is(err, os.ErrNotExist) {
+			if _, err := os.Stat(DeviceRaw); err == nil {
+				spec.Path = DeviceRaw
+			}
+		}
+	}
+	return &TPM{spec: spec}
+}
+
+// FromTransport wraps an open transport (for example the in-process
+// simulator). The caller keeps ownership of it.
+func FromTransport(t transport.TPM) *TPM {
+	return &TPM{spec: Spec{Kind: Device, Path: "(in-process)"}, shared: t}
+}
+
+// Spec returns the spec this TPM was opened with.
+func (t *TPM) Spec() Spec { return t.spec }
+
+// Conn is one connection to the TPM for the length of an operation.
+type Conn struct {
+	tpm     transport.TPM
+	owner   *TPM
+	loaded  []tpm2.TPMHandle
+	flushed bool
+}
+
+// Do runs fn with a connection. Transient objects that fn loads through
+// Conn are flushed before Do returns, whatever fn returns, so a TPM
+// without a resource manager never fills up with our objects.
+func (t *TPM) Do(fn func(c *Conn) error) (err error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.shared != nil {
+		c := &Conn{tpm: retrying{TPMCloser: nopCloser{t.shared}, sleep: time.Sleep}, owner: t}
+		return c.finish(fn(c))
+	}
+	if p := lockPath(t.spec); p != "" {
+		lock, err := acquireLock(p)
+		if err != nil {
+			return err
+		}
+		defer func() { err = errors.Join(err, closeLock(lock)) }()
+	}
+	open := t.open
+	if open == nil {
+		open = func() (transport.TPMCloser, error) { return dial(t.spec) }
+	}
+	raw, err := open()
+	if err != nil {
+		return err
+	}
+	c := &Conn{tpm: retrying{TPMCloser: raw, sleep: time.Sleep}, owner: t}
+	err = c.finish(fn(c))
+	if cerr := raw.Close(); cerr != nil && err == nil {
+		err = newErr(ErrUnreachable, cerr, "", "closing TPM connection to %s: %v", t.spec, cerr)
+	}
+	return err
+}
+
+func closeLock(f *os.File) error {
+	// Closing the descriptor drops the flock.
+	return f.Close()
+}
+
+// finish flushes every object the operation loaded, newest first, and
+// turns lost connections into ErrUnreachable.
+func (c *Conn) finish(opErr error) error {
+	var flushErr error
+	for i := len(c.loaded) - 1; i >= 0; i-- {
+		if _, err := (tpm2.FlushContext{FlushHandle: c.loaded[i]}).Execute(c.tpm); err != nil && flushErr == nil {
+			flushErr = tpmErr("flush transient object", c.connErr(err))
+		}
+	}
+	c.loaded = nil
+	if opErr != nil {
+		return c.connErr(opErr)
+	}
+	return flushErr
+}
+
+// track records a transient handle to flush when the operation ends.
+func (c *Conn) track(h tpm2.TPMHandle) { c.loaded = append(c.loaded, h) }
+
+// flush releases one tracked handle early.
+func (c *Conn) flush(h tpm2.TPMHandle) error {
+	for i, l := range c.loaded {
+		if l == h {
+			c.loaded = append(c.loaded[:i], c.loaded[i+1:]...)
+			break
+		}
+	}
+	if _, err := (tpm2.FlushContext{FlushHandle: h}).Execute(c.tpm); err != nil {
+		return tpmErr("flush transient object", err)
+	}
+	return nil
+}
+
+// connErr turns an I/O failure in the middle of an operation into an
+// ErrUnreachable that names the TPM.
+func (c *Conn) connErr(err error) error {
+	var e *Error
+	if err == nil || errors.As(err, &e) {
+		return err
+	}
+	var rc tpm2.TPMRC
+	if errors.As(err, &rc) {
+		return err
+	}
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) ||
+		errors.Is(err, syscall.EPIPE) || errors.Is(err, os.ErrDeadlineExceeded) {
+		return newErr(ErrUnreachable, err, "check that the TPM (or swtpm) is still running",
+			"connection to TPM at %s lost: %s", c.owner.spec, causeText(err))
+	}
+	return err
+}
+
+// Transport exposes the raw connection for commands this package does not
+// wrap (tests and diagnostics). Objects loaded through it are not tracked.
+func (c *Conn) Transport() transport.TPM { return c.tpm }
+
+type nopCloser struct{ transport.TPM }
+
+func (nopCloser) Close() error { return nil }
