@@ -11,6 +11,7 @@ GO      ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
 LDFLAGS := -X github.com/simple-tpm-pk11/simple-tpm-pk11/internal/cli.Version=$(VERSION)
 CMDS    := stpm-keygen stpm-sign stpm-verify
+MODULE  := libsimple-tpm-pk11.so
 # Each fuzz target runs this long in `make fuzz`.
 FUZZTIME ?= 20s
 
@@ -21,8 +22,10 @@ export PATH := /usr/local/go/bin:$(PATH)
 all: build
 
 build:
-	@mkdir -p bin
+	@mkdir -p bin lib
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/ $(addprefix ./cmd/,$(CMDS))
+	$(GO) build -trimpath -buildmode=c-shared -o lib/$(MODULE) ./module
+	@rm -f lib/libsimple-tpm-pk11.h
 
 deps:
 	@bash scripts/install-deps.sh
@@ -50,11 +53,12 @@ fuzz:
 	$(GO) test ./config/ -run '^$$' -fuzz FuzzParse -fuzztime $(FUZZTIME)
 
 install: build
-	install -d $(DESTDIR)$(PREFIX)/bin
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib
 	install -m 0755 $(addprefix bin/,$(CMDS)) $(DESTDIR)$(PREFIX)/bin/
+	install -m 0644 lib/$(MODULE) $(DESTDIR)$(PREFIX)/lib/
 
 uninstall:
-	rm -f $(addprefix $(DESTDIR)$(PREFIX)/bin/,$(CMDS))
+	rm -f $(addprefix $(DESTDIR)$(PREFIX)/bin/,$(CMDS)) $(DESTDIR)$(PREFIX)/lib/$(MODULE)
 
 clean:
-	rm -rf bin
+	rm -rf bin lib

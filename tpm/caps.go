@@ -14,6 +14,10 @@ type Caps struct {
 	Algs         map[tpm2.TPMAlgID]bool
 	Manufacturer string // TPM_PT_MANUFACTURER as four ASCII characters, trimmed
 	Firmware     uint64 // TPM_PT_FIRMWARE_VERSION_1 << 32 | _2
+	// RSABits and ECCBits list the key sizes TPM2_TestParms accepts;
+	// filled in by (*TPM).Capabilities.
+	RSABits, ECCBits []int
+	sized            bool
 }
 
 // Caps returns the TPM's algorithms and identity, querying the TPM only
@@ -177,3 +181,6 @@ func tries(n int) string {
 	}
 	return fmt.Sprintf("%d tries", n)
 }
+
+// HasAlg reports whether the TPM listed algorithm id (TPM_ALG_ID).
+func (c *Caps) HasAlg(id uint16) bool { return c.Algs[tpm2.TPMAlgID(id)] }

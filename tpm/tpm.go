@@ -25,9 +25,10 @@ type TPM struct {
 	// shared is an already open transport that Do reuses (tests).
 	shared transport.TPM
 
-	capsOnce sync.Once
-	caps     *Caps
-	capsErr  error
+	caps *Caps // guarded by mu
+	// infoMu guards identity; it is taken before mu.
+	infoMu   sync.Mutex
+	identity *Identity
 }
 
 // Open returns a TPM for spec without talking to it. When the default

@@ -132,6 +132,13 @@ func dial(spec Spec) (transport.TPMCloser, error) {
 			network, addr = "tcp", net.JoinHostPort(spec.Host, fmt.Sprint(spec.Port))
 		}
 		c, err := net.DialTimeout(network, addr, 10*time.Second)
+		// swtpm accepts its next client only after it has finished with
+		// the last one; until then a unix socket's tiny backlog makes
+		// connect fail with EAGAIN instead of waiting.
+		for wait := time.Millisecond; errors.Is(err, syscall.EAGAIN) && wait < 4*time.Second; wait *= 2 {
+			time.Sleep(wait)
+			c, err = net.DialTimeout(network, addr, 10*time.Second)
+		}
 		if err != nil {
 			if errors.Is(err, os.ErrPermission) {
 				return nil, newErr(ErrPermission, err, "check the socket's owner and mode",

@@ -1,0 +1,618 @@
+package main
+
+// #include "pkcs11.h"
+import "C"
+
+import (
+	"fmt"
+	"runtime/debug"
+	"unsafe"
+
+	"github.com/simple-tpm-pk11/simple-tpm-pk11/p11"
+)
+
+// mod is the module's one state.
+var mod = p11.New()
+
+// Bounds on lengths the caller gives with its pointers: the module cannot
+// check the real size of a caller's buffer, but it never trusts an absurd
+// one. Larger values are refused before any byte is read.
+const (
+	maxAttributes = 1 << 12
+	maxDataLen    = 64 << 20
+	maxPINLen     = 1 << 10
+)
+
+// guard turns a Go panic into CKR_GENERAL_ERROR and one log line: a panic
+// must never unwind into the C caller.
+func guard(fn string, rv *C.CK_RV) {
+	if r := recover(); r != nil {
+		mod.Log().Errorf("%s: internal error: %v; please report it with this log: %s", fn, r, debug.Stack())
+		*rv = C.CKR_GENERAL_ERROR
+	}
+}
+
+// ret maps err to a CK_RV and logs it: one line naming the function, the
+// code and the cause.
+func ret(fn string, err error) C.CK_RV {
+	rv := p11.RV(err)
+	switch {
+	case err == nil:
+		mod.Log().Debugf("%s: CKR_OK", fn)
+	case expected[rv]:
+		mod.Log().Debugf("%s: %s: %s", fn, p11.RVName(rv), p11.Message(err))
+	default:
+		mod.Log().Errorf("%s: %s: %s", fn, p11.RVName(rv), p11.Message(err))
+	}
+	return C.CK_RV(rv)
+}
+
+// expected are answers that callers ask for on purpose (probing what a
+// token can do); they are logged only with debug on.
+var expected = map[uint]bool{
+	p11.CKR_FUNCTION_NOT_SUPPORTED:    true,
+	p11.CKR_RANDOM_SEED_NOT_SUPPORTED: true,
+	p11.CKR_FUNCTION_NOT_PARALLEL:     true,
+	p11.CKR_NO_EVENT:                  true,
+	p11.CKR_MECHANISM_INVALID:         true,
+}
+
+func bad(fn, format string, args ...any) C.CK_RV {
+	return ret(fn, &p11.Error{RV: p11.CKR_ARGUMENTS_BAD, Msg: fmt.Sprintf(format, args...)})
+}
+
+// pad copies s into a fixed-size CK_CHAR field, space-padded as PKCS#11
+// requires (no NUL terminator).
+func pad(dst []C.CK_UTF8CHAR, s string) {
+	for i := range dst {
+		dst[i] = ' '
+	}
+	for i := 0; i < len(s) && i < len(dst); i++ {
+		dst[i] = C.CK_UTF8CHAR(s[i])
+	}
+}
+
+func padChar(dst []C.CK_CHAR, s string) {
+	for i := range dst {
+		dst[i] = ' '
+	}
+	for i := 0; i < len(s) && i < len(dst); i++ {
+		dst[i] = C.CK_CHAR(s[i])
+	}
+}
+
+func version(v [2]byte) C.CK_VERSION {
+	return C.CK_VERSION{major: C.CK_BYTE(v[0]), minor: C.CK_BYTE(v[1])}
+}
+
+// bytesIn copies a caller's buffer; a NULL pointer is only fine with a
+// zero length.
+func bytesIn(p C.CK_BYTE_PTR, n C.CK_ULONG) ([]byte, bool) {
+	if n == 0 {
+		return []byte{}, true
+	}
+	if p == nil {
+		return nil, false
+	}
+	return C.GoBytes(unsafe.Pointer(p), C.int(n)), true
+}
+
+// putList applies the two-call rule to a CK_ULONG array: NULL list gives
+// the count; a short one CKR_BUFFER_TOO_SMALL with the count.
+func putList(fn string, vals []uint, list *C.CK_ULONG, count C.CK_ULONG_PTR) C.CK_RV {
+	n := C.CK_ULONG(len(vals))
+	if list == nil {
+		*count = n
+		return C.CKR_OK
+	}
+	if *count < n {
+		*count = n
+		return C.CK_RV(p11.CKR_BUFFER_TOO_SMALL)
+	}
+	out := unsafe.Slice(list, n)
+	for i, v := range vals {
+		out[i] = C.CK_ULONG(v)
+	}
+	*count = n
+	return C.CKR_OK
+}
+
+// putSig applies the two-call rule to a signature: a NULL buffer asks
+// only for the length (the operation stays active), a short buffer gets
+// CKR_BUFFER_TOO_SMALL (the operation stays active), else produce runs.
+func putSig(fn string, h C.CK_SESSION_HANDLE, out C.CK_BYTE_PTR, outLen C.CK_ULONG_PTR, produce func() ([]byte, error)) C.CK_RV {
+	if outLen == nil {
+		return bad(fn, "pulSignatureLen is NULL")
+	}
+	need, err := mod.SignLength(uint(h))
+	if err != nil {
+		return ret(fn, err)
+	}
+	if out == nil {
+		*outLen = C.CK_ULONG(need)
+		return C.CKR_OK
+	}
+	if *outLen < C.CK_ULONG(need) {
+		*outLen = C.CK_ULONG(need)
+		return C.CK_RV(p11.CKR_BUFFER_TOO_SMALL)
+	}
+	sig, err := produce()
+	if err != nil {
+		return ret(fn, err)
+	}
+	copy(unsafe.Slice((*byte)(unsafe.Pointer(out)), len(sig)), sig)
+	*outLen = C.CK_ULONG(len(sig))
+	return ret(fn, nil)
+}
+
+func mechanism(fn string, m C.CK_MECHANISM_PTR) (p11.Mechanism, C.CK_RV) {
+	if m == nil {
+		return p11.Mechanism{}, bad(fn, "pMechanism is NULL")
+	}
+	if m.ulParameterLen > maxAttributes {
+		return p11.Mechanism{}, bad(fn, "mechanism parameter of %d bytes", m.ulParameterLen)
+	}
+	param, ok := bytesIn(C.CK_BYTE_PTR(m.pParameter), m.ulParameterLen)
+	if !ok {
+		return p11.Mechanism{}, ret(fn, &p11.Error{RV: p11.CKR_MECHANISM_PARAM_INVALID, Msg: "pParameter is NULL with a non-zero length"})
+	}
+	return p11.Mechanism{Type: uint(m.mechanism), Param: param}, C.CKR_OK
+}
+
+func template(p C.CK_ATTRIBUTE_PTR, n C.CK_ULONG) ([]C.CK_ATTRIBUTE, bool) {
+	if n == 0 {
+		return nil, true
+	}
+	if p == nil || n > maxAttributes {
+		return nil, false
+	}
+	return unsafe.Slice(p, n), true
+}
+
+//export goInitialize
+func goInitialize(pInitArgs C.CK_VOID_PTR) (rv C.CK_RV) {
+	defer guard("C_Initialize", &rv)
+	var args p11.InitArgs
+	if pInitArgs != nil {
+		a := (*C.CK_C_INITIALIZE_ARGS)(pInitArgs)
+		for _, f := range []unsafe.Pointer{unsafe.Pointer(a.CreateMutex), unsafe.Pointer(a.DestroyMutex),
+			unsafe.Pointer(a.LockMutex), unsafe.Pointer(a.UnlockMutex)} {
+			if f != nil {
+				args.Mutexes++
+			}
+		}
+		args.Flags = uint(a.flags)
+		args.Reserved = a.pReserved != nil
+	}
+	return ret("C_Initialize", mod.Initialize(args))
+}
+
+//export goFinalize
+func goFinalize(pReserved C.CK_VOID_PTR) (rv C.CK_RV) {
+	defer guard("C_Finalize", &rv)
+	if pReserved != nil {
+		return bad("C_Finalize", "pReserved must be NULL")
+	}
+	return ret("C_Finalize", mod.Finalize())
+}
+
+//export goGetInfo
+func goGetInfo(p C.CK_INFO_PTR) (rv C.CK_RV) {
+	defer guard("C_GetInfo", &rv)
+	if p == nil {
+		return bad("C_GetInfo", "pInfo is NULL")
+	}
+	info, err := mod.GetInfo()
+	if err != nil {
+		return ret("C_GetInfo", err)
+	}
+	p.cryptokiVersion = version([2]byte{2, 40})
+	pad(p.manufacturerID[:], info.Manufacturer)
+	p.flags = 0
+	pad(p.libraryDescription[:], info.Description)
+	p.libraryVersion = version(info.Version)
+	return ret("C_GetInfo", nil)
+}
+
+//export goGetSlotList
+func goGetSlotList(present C.CK_BBOOL, list C.CK_SLOT_ID_PTR, count C.CK_ULONG_PTR) (rv C.CK_RV) {
+	defer guard("C_GetSlotList", &rv)
+	if count == nil {
+		return bad("C_GetSlotList", "pulCount is NULL")
+	}
+	slots, err := mod.SlotList(present != 0)
+	if err != nil {
+		return ret("C_GetSlotList", err)
+	}
+	return putList("C_GetSlotList", slots, (*C.CK_ULONG)(list), count)
+}
+
+//export goGetSlotInfo
+func goGetSlotInfo(slot C.CK_SLOT_ID, p C.CK_SLOT_INFO_PTR) (rv C.CK_RV) {
+	defer guard("C_GetSlotInfo", &rv)
+	if p == nil {
+		return bad("C_GetSlotInfo", "pInfo is NULL")
+	}
+	si, err := mod.GetSlotInfo(uint(slot))
+	if err != nil {
+		return ret("C_GetSlotInfo", err)
+	}
+	pad(p.slotDescription[:], si.Description)
+	pad(p.manufacturerID[:], si.Manufacturer)
+	p.flags = C.CK_FLAGS(si.Flags)
+	p.hardwareVersion = version([2]byte{2, 0})
+	p.firmwareVersion = version([2]byte{2, 0})
+	return ret("C_GetSlotInfo", nil)
+}
+
+//export goGetTokenInfo
+func goGetTokenInfo(slot C.CK_SLOT_ID, p C.CK_TOKEN_INFO_PTR) (rv C.CK_RV) {
+	defer guard("C_GetTokenInfo", &rv)
+	if p == nil {
+		return bad("C_GetTokenInfo", "pInfo is NULL")
+	}
+	ti, err := mod.GetTokenInfo(uint(slot))
+	if err != nil {
+		return ret("C_GetTokenInfo", err)
+	}
+	pad(p.label[:], ti.Label)
+	pad(p.manufacturerID[:], ti.Manufacturer)
+	pad(p.model[:], ti.Model)
+	padChar(p.serialNumber[:], ti.Serial)
+	p.flags = C.CK_FLAGS(ti.Flags)
+	p.ulMaxSessionCount = p11.CK_EFFECTIVELY_INFINITE
+	p.ulSessionCount = C.CK_ULONG(ti.Sessions)
+	p.ulMaxRwSessionCount = p11.CK_EFFECTIVELY_INFINITE
+	p.ulRwSessionCount = C.CK_ULONG(ti.RWSessions)
+	p.ulMaxPinLen = C.CK_ULONG(ti.MaxPIN)
+	p.ulMinPinLen = C.CK_ULONG(ti.MinPIN)
+	unavailable := C.CK_ULONG(p11.CK_UNAVAILABLE_INFORMATION)
+	p.ulTotalPublicMemory, p.ulFreePublicMemory = unavailable, unavailable
+	p.ulTotalPrivateMemory, p.ulFreePrivateMemory = unavailable, unavailable
+	p.hardwareVersion = version([2]byte{2, 0})
+	p.firmwareVersion = version(ti.Firmware)
+	padChar(p.utcTime[:], "")
+	return ret("C_GetTokenInfo", nil)
+}
+
+//export goGetMechanismList
+func goGetMechanismList(slot C.CK_SLOT_ID, list C.CK_MECHANISM_TYPE_PTR, count C.CK_ULONG_PTR) (rv C.CK_RV) {
+	defer guard("C_GetMechanismList", &rv)
+	if count == nil {
+		return bad("C_GetMechanismList", "pulCount is NULL")
+	}
+	ms, err := mod.MechanismList(uint(slot))
+	if err != nil {
+		return ret("C_GetMechanismList", err)
+	}
+	return putList("C_GetMechanismList", ms, (*C.CK_ULONG)(list), count)
+}
+
+//export goGetMechanismInfo
+func goGetMechanismInfo(slot C.CK_SLOT_ID, t C.CK_MECHANISM_TYPE, p C.CK_MECHANISM_INFO_PTR) (rv C.CK_RV) {
+	defer guard("C_GetMechanismInfo", &rv)
+	if p == nil {
+		return bad("C_GetMechanismInfo", "pInfo is NULL")
+	}
+	mi, err := mod.GetMechanismInfo(uint(slot), uint(t))
+	if err != nil {
+		return ret("C_GetMechanismInfo", err)
+	}
+	p.ulMinKeySize, p.ulMaxKeySize, p.flags = C.CK_ULONG(mi.MinKeySize), C.CK_ULONG(mi.MaxKeySize), C.CK_FLAGS(mi.Flags)
+	return ret("C_GetMechanismInfo", nil)
+}
+
+//export goOpenSession
+func goOpenSession(slot C.CK_SLOT_ID, flags C.CK_FLAGS, ph C.CK_SESSION_HANDLE_PTR) (rv C.CK_RV) {
+	defer guard("C_OpenSession", &rv)
+	if ph == nil {
+		return bad("C_OpenSession", "phSession is NULL")
+	}
+	h, err := mod.OpenSession(uint(slot), uint(flags))
+	if err != nil {
+		return ret("C_OpenSession", err)
+	}
+	*ph = C.CK_SESSION_HANDLE(h)
+	return ret("C_OpenSession", nil)
+}
+
+//export goCloseSession
+func goCloseSession(h C.CK_SESSION_HANDLE) (rv C.CK_RV) {
+	defer guard("C_CloseSession", &rv)
+	return ret("C_CloseSession", mod.CloseSession(uint(h)))
+}
+
+//export goCloseAllSessions
+func goCloseAllSessions(slot C.CK_SLOT_ID) (rv C.CK_RV) {
+	defer guard("C_CloseAllSessions", &rv)
+	return ret("C_CloseAllSessions", mod.CloseAllSessions(uint(slot)))
+}
+
+//export goGetSessionInfo
+func goGetSessionInfo(h C.CK_SESSION_HANDLE, p C.CK_SESSION_INFO_PTR) (rv C.CK_RV) {
+	defer guard("C_GetSessionInfo", &rv)
+	if p == nil {
+		return bad("C_GetSessionInfo", "pInfo is NULL")
+	}
+	si, err := mod.GetSessionInfo(uint(h))
+	if err != nil {
+		return ret("C_GetSessionInfo", err)
+	}
+	p.slotID, p.state, p.flags, p.ulDeviceError = C.CK_SLOT_ID(si.Slot), C.CK_STATE(si.State), C.CK_FLAGS(si.Flags), 0
+	return ret("C_GetSessionInfo", nil)
+}
+
+//export goLogin
+func goLogin(h C.CK_SESSION_HANDLE, user C.CK_USER_TYPE, pin C.CK_UTF8CHAR_PTR, n C.CK_ULONG) (rv C.CK_RV) {
+	defer guard("C_Login", &rv)
+	if n > maxPINLen {
+		return ret("C_Login", &p11.Error{RV: p11.CKR_PIN_LEN_RANGE, Msg: "PIN too long"})
+	}
+	b, ok := bytesIn(C.CK_BYTE_PTR(pin), n)
+	if !ok {
+		return bad("C_Login", "pPin is NULL with a non-zero length (protected authentication paths are not supported)")
+	}
+	defer clear(b)
+	return ret("C_Login", mod.Login(uint(h), uint(user), b))
+}
+
+//export goLogout
+func goLogout(h C.CK_SESSION_HANDLE) (rv C.CK_RV) {
+	defer guard("C_Logout", &rv)
+	return ret("C_Logout", mod.Logout(uint(h)))
+}
+
+//export goGetObjectSize
+func goGetObjectSize(h C.CK_SESSION_HANDLE, o C.CK_OBJECT_HANDLE, n C.CK_ULONG_PTR) (rv C.CK_RV) {
+	defer guard("C_GetObjectSize", &rv)
+	if n == nil {
+		return bad("C_GetObjectSize", "pulSize is NULL")
+	}
+	size, err := mod.ObjectSize(uint(h), uint(o))
+	if err != nil {
+		return ret("C_GetObjectSize", err)
+	}
+	*n = C.CK_ULONG(size)
+	return ret("C_GetObjectSize", nil)
+}
+
+//export goGetAttributeValue
+func goGetAttributeValue(h C.CK_SESSION_HANDLE, o C.CK_OBJECT_HANDLE, p C.CK_ATTRIBUTE_PTR, n C.CK_ULONG) (rv C.CK_RV) {
+	defer guard("C_GetAttributeValue", &rv)
+	tmpl, ok := template(p, n)
+	if !ok {
+		return bad("C_GetAttributeValue", "pTemplate is NULL or ulCount (%d) is absurd", n)
+	}
+	types := make([]uint, len(tmpl))
+	for i := range tmpl {
+		types[i] = uint(tmpl[i]._type)
+	}
+	vals, err := mod.GetAttributeValue(uint(h), uint(o), types)
+	if err != nil {
+		return ret("C_GetAttributeValue", err)
+	}
+	// PKCS#11 2.40, 5.7: every attribute is processed; the return value
+	// reports one of the problems met.
+	result := uint(p11.CKR_OK)
+	for i := range tmpl {
+		a := &tmpl[i]
+		v := vals[i]
+		switch {
+		case v.RV != p11.CKR_OK:
+			a.ulValueLen = C.CK_ULONG(p11.CK_UNAVAILABLE_INFORMATION)
+			result = v.RV
+		case a.pValue == nil:
+			a.ulValueLen = C.CK_ULONG(len(v.Value))
+		case a.ulValueLen < C.CK_ULONG(len(v.Value)):
+			a.ulValueLen = C.CK_ULONG(p11.CK_UNAVAILABLE_INFORMATION)
+			if result == p11.CKR_OK {
+				result = p11.CKR_BUFFER_TOO_SMALL
+			}
+		default:
+			copy(unsafe.Slice((*byte)(a.pValue), len(v.Value)), v.Value)
+			a.ulValueLen = C.CK_ULONG(len(v.Value))
+		}
+	}
+	if result != p11.CKR_OK {
+		// Expected answers while probing attributes: debug only.
+		mod.Log().Debugf("C_GetAttributeValue: %s", p11.RVName(result))
+	}
+	return C.CK_RV(result)
+}
+
+//export goFindObjectsInit
+func goFindObjectsInit(h C.CK_SESSION_HANDLE, p C.CK_ATTRIBUTE_PTR, n C.CK_ULONG) (rv C.CK_RV) {
+	defer guard("C_FindObjectsInit", &rv)
+	tmpl, ok := template(p, n)
+	if !ok {
+		return bad("C_FindObjectsInit", "pTemplate is NULL or ulCount (%d) is absurd", n)
+	}
+	attrs := make([]p11.Attribute, len(tmpl))
+	for i, a := range tmpl {
+		if a.ulValueLen > maxDataLen {
+			return bad("C_FindObjectsInit", "attribute 0x%X has an absurd length", a._type)
+		}
+		v, ok := bytesIn(C.CK_BYTE_PTR(a.pValue), a.ulValueLen)
+		if !ok {
+			return bad("C_FindObjectsInit", "attribute 0x%X has a NULL value with a non-zero length", a._type)
+		}
+		attrs[i] = p11.Attribute{Type: uint(a._type), Value: v}
+	}
+	return ret("C_FindObjectsInit", mod.FindObjectsInit(uint(h), attrs))
+}
+
+//export goFindObjects
+func goFindObjects(h C.CK_SESSION_HANDLE, p C.CK_OBJECT_HANDLE_PTR, max C.CK_ULONG, n C.CK_ULONG_PTR) (rv C.CK_RV) {
+	defer guard("C_FindObjects", &rv)
+	if n == nil || (p == nil && max > 0) {
+		return bad("C_FindObjects", "phObject or pulObjectCount is NULL")
+	}
+	found, err := mod.FindObjects(uint(h), uint(max))
+	if err != nil {
+		return ret("C_FindObjects", err)
+	}
+	if len(found) > 0 {
+		out := unsafe.Slice(p, len(found))
+		for i, o := range found {
+			out[i] = C.CK_OBJECT_HANDLE(o)
+		}
+	}
+	*n = C.CK_ULONG(len(found))
+	return ret("C_FindObjects", nil)
+}
+
+//export goFindObjectsFinal
+func goFindObjectsFinal(h C.CK_SESSION_HANDLE) (rv C.CK_RV) {
+	defer guard("C_FindObjectsFinal", &rv)
+	return ret("C_FindObjectsFinal", mod.FindObjectsFinal(uint(h)))
+}
+
+//export goSignInit
+func goSignInit(h C.CK_SESSION_HANDLE, m C.CK_MECHANISM_PTR, k C.CK_OBJECT_HANDLE) (rv C.CK_RV) {
+	defer guard("C_SignInit", &rv)
+	mech, r := mechanism("C_SignInit", m)
+	if r != C.CKR_OK {
+		return r
+	}
+	return ret("C_SignInit", mod.SignInit(uint(h), mech, uint(k)))
+}
+
+// dataIn copies a caller's data for a running operation; a refusal ends
+// the operation, as any failed C_Sign does.
+func dataIn(fn string, h C.CK_SESSION_HANDLE, p C.CK_BYTE_PTR, n C.CK_ULONG, end func(uint, error) error) ([]byte, C.CK_RV) {
+	if n > maxDataLen {
+		return nil, ret(fn, end(uint(h), &p11.Error{RV: p11.CKR_DATA_LEN_RANGE, Msg: fmt.Sprintf("%d bytes of data; the module takes at most %d per call", n, maxDataLen)}))
+	}
+	b, ok := bytesIn(p, n)
+	if !ok {
+		return nil, ret(fn, end(uint(h), &p11.Error{RV: p11.CKR_ARGUMENTS_BAD, Msg: "pData is NULL with a non-zero length"}))
+	}
+	return b, C.CKR_OK
+}
+
+//export goSign
+func goSign(h C.CK_SESSION_HANDLE, d C.CK_BYTE_PTR, n C.CK_ULONG, s C.CK_BYTE_PTR, sn C.CK_ULONG_PTR) (rv C.CK_RV) {
+	defer guard("C_Sign", &rv)
+	if sn == nil {
+		return ret("C_Sign", mod.EndSign(uint(h), &p11.Error{RV: p11.CKR_ARGUMENTS_BAD, Msg: "pulSignatureLen is NULL"}))
+	}
+	data, r := dataIn("C_Sign", h, d, n, mod.EndSign)
+	if r != C.CKR_OK {
+		return r
+	}
+	return putSig("C_Sign", h, s, sn, func() ([]byte, error) { return mod.Sign(uint(h), data) })
+}
+
+//export goSignUpdate
+func goSignUpdate(h C.CK_SESSION_HANDLE, d C.CK_BYTE_PTR, n C.CK_ULONG) (rv C.CK_RV) {
+	defer guard("C_SignUpdate", &rv)
+	data, r := dataIn("C_SignUpdate", h, d, n, mod.EndSign)
+	if r != C.CKR_OK {
+		return r
+	}
+	return ret("C_SignUpdate", mod.SignUpdate(uint(h), data))
+}
+
+//export goSignFinal
+func goSignFinal(h C.CK_SESSION_HANDLE, s C.CK_BYTE_PTR, sn C.CK_ULONG_PTR) (rv C.CK_RV) {
+	defer guard("C_SignFinal", &rv)
+	if sn == nil {
+		return ret("C_SignFinal", mod.EndSign(uint(h), &p11.Error{RV: p11.CKR_ARGUMENTS_BAD, Msg: "pulSignatureLen is NULL"}))
+	}
+	return putSig("C_SignFinal", h, s, sn, func() ([]byte, error) { return mod.SignFinal(uint(h)) })
+}
+
+//export goVerifyInit
+func goVerifyInit(h C.CK_SESSION_HANDLE, m C.CK_MECHANISM_PTR, k C.CK_OBJECT_HANDLE) (rv C.CK_RV) {
+	defer guard("C_VerifyInit", &rv)
+	mech, r := mechanism("C_VerifyInit", m)
+	if r != C.CKR_OK {
+		return r
+	}
+	return ret("C_VerifyInit", mod.VerifyInit(uint(h), mech, uint(k)))
+}
+
+//export goVerify
+func goVerify(h C.CK_SESSION_HANDLE, d C.CK_BYTE_PTR, n C.CK_ULONG, s C.CK_BYTE_PTR, sn C.CK_ULONG) (rv C.CK_RV) {
+	defer guard("C_Verify", &rv)
+	data, r := dataIn("C_Verify", h, d, n, mod.EndVerify)
+	if r != C.CKR_OK {
+		return r
+	}
+	sig, r := dataIn("C_Verify", h, s, sn, mod.EndVerify)
+	if r != C.CKR_OK {
+		return r
+	}
+	return ret("C_Verify", mod.Verify(uint(h), data, sig))
+}
+
+//export goVerifyUpdate
+func goVerifyUpdate(h C.CK_SESSION_HANDLE, d C.CK_BYTE_PTR, n C.CK_ULONG) (rv C.CK_RV) {
+	defer guard("C_VerifyUpdate", &rv)
+	data, r := dataIn("C_VerifyUpdate", h, d, n, mod.EndVerify)
+	if r != C.CKR_OK {
+		return r
+	}
+	return ret("C_VerifyUpdate", mod.VerifyUpdate(uint(h), data))
+}
+
+//export goVerifyFinal
+func goVerifyFinal(h C.CK_SESSION_HANDLE, s C.CK_BYTE_PTR, sn C.CK_ULONG) (rv C.CK_RV) {
+	defer guard("C_VerifyFinal", &rv)
+	sig, r := dataIn("C_VerifyFinal", h, s, sn, mod.EndVerify)
+	if r != C.CKR_OK {
+		return r
+	}
+	return ret("C_VerifyFinal", mod.VerifyFinal(uint(h), sig))
+}
+
+//export goSeedRandom
+func goSeedRandom(h C.CK_SESSION_HANDLE, s C.CK_BYTE_PTR, n C.CK_ULONG) (rv C.CK_RV) {
+	defer guard("C_SeedRandom", &rv)
+	return ret("C_SeedRandom", mod.SeedRandom(uint(h)))
+}
+
+//export goGenerateRandom
+func goGenerateRandom(h C.CK_SESSION_HANDLE, p C.CK_BYTE_PTR, n C.CK_ULONG) (rv C.CK_RV) {
+	defer guard("C_GenerateRandom", &rv)
+	if n > maxDataLen {
+		return ret("C_GenerateRandom", &p11.Error{RV: p11.CKR_DATA_LEN_RANGE, Msg: "absurd length"})
+	}
+	if p == nil && n > 0 {
+		return bad("C_GenerateRandom", "RandomData is NULL")
+	}
+	buf := make([]byte, n)
+	if err := mod.GenerateRandom(uint(h), buf); err != nil {
+		return ret("C_GenerateRandom", err)
+	}
+	if n > 0 {
+		copy(unsafe.Slice((*byte)(unsafe.Pointer(p)), n), buf)
+	}
+	return ret("C_GenerateRandom", nil)
+}
+
+//export goLegacyParallel
+func goLegacyParallel(h C.CK_SESSION_HANDLE) (rv C.CK_RV) {
+	defer guard("C_GetFunctionStatus", &rv)
+	return ret("C_GetFunctionStatus", mod.LegacyParallel(uint(h)))
+}
+
+//export goWaitForSlotEvent
+func goWaitForSlotEvent(flags C.CK_FLAGS, slot C.CK_SLOT_ID_PTR, reserved C.CK_VOID_PTR) (rv C.CK_RV) {
+	defer guard("C_WaitForSlotEvent", &rv)
+	if slot == nil || reserved != nil {
+		return bad("C_WaitForSlotEvent", "pSlot is NULL or pReserved is not")
+	}
+	err := mod.WaitForSlotEvent(uint(flags))
+	if p11.RV(err) == p11.CKR_NO_EVENT {
+		return C.CK_RV(p11.CKR_NO_EVENT) // the expected answer, not worth a log line
+	}
+	return ret("C_WaitForSlotEvent", err)
+}
+
+//export goUnsupported
+func goUnsupported(fn *C.char) (rv C.CK_RV) {
+	name := C.GoString(fn)
+	defer guard(name, &rv)
+	return ret(name, mod.Unsupported(name))
+}

@@ -1,0 +1,345 @@
+// Package p11 is the PKCS#11 token of simple-tpm-pk11 in plain Go: slots,
+// the token, sessions, objects, search, login and signing. The c-shared
+// layer in module/ only converts C arguments and calls it, so everything
+// here is tested without cgo.
+//
+// One slot holds one token with every configured key. Loading and
+// C_Initialize read the config and key files but never talk to the TPM:
+// that starts when the token's details are asked for or a key signs.
+package p11
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"io/fs"
+	"os"
+	"sync"
+
+	"github.com/simple-tpm-pk11/simple-tpm-pk11/config"
+	"github.com/simple-tpm-pk11/simple-tpm-pk11/tpm"
+)
+
+// SlotID is the one slot this module has.
+const SlotID uint = 1
+
+// Environment variables read at C_Initialize.
+const (
+	EnvDebug     = "SIMPLE_TPM_PK11_DEBUG"
+	EnvLogStderr = "SIMPLE_TPM_PK11_LOG_STDERR"
+)
+
+// DefaultLabel is the token label when the config sets none.
+const DefaultLabel = "simple-tpm-pk11"
+
+// InitArgs is what C_Initialize was given.
+type InitArgs struct {
+	Flags uint
+	// Mutexes is how many of the four mutex callbacks were set.
+	Mutexes int
+	// Reserved is true when pReserved was not NULL.
+	Reserved bool
+}
+
+// Module is the state of one loaded module.
+type Module struct {
+	mu          sync.Mutex
+	initialized bool
+	log         *Logger
+
+	label   string
+	keys    []*Key
+	objects []*object
+	tpm     *tpm.TPM
+	keyPIN  []byte // from the config: keys with a PIN need no login
+	srkPIN  []byte
+
+	sessions map[uint]*Session
+	nextSess uint
+	loggedIn bool
+	userPIN  []byte
+
+	// Hooks for tests.
+	LoadConfig func() (*config.Config, error)
+	OpenTPM    func(tpm.Spec) *tpm.TPM
+	Getenv     func(string) string
+}
+
+// New returns an uninitialized module.
+func New() *Module {
+	return &Module{LoadConfig: config.LoadDefault, OpenTPM: tpm.Open, Getenv: os.Getenv}
+}
+
+// Log returns the module's logger (nil before C_Initialize).
+func (m *Module) Log() *Logger {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.log
+}
+
+// Initialize is C_Initialize. It reads the config and key files once;
+// a broken config never fails it: bad keys are left out and each problem
+// is logged with its file and line.
+func (m *Module) Initialize(args InitArgs) error {
+	if args.Reserved {
+		return rvErr(CKR_ARGUMENTS_BAD, "C_Initialize: pReserved must be NULL")
+	}
+	if args.Mutexes != 0 && args.Mutexes != 4 {
+		return rvErr(CKR_ARGUMENTS_BAD, "C_Initialize: give all four mutex callbacks or none")
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.initialized {
+		return rvErr(CKR_CRYPTOKI_ALREADY_INITIALIZED, "C_Initialize called twice")
+	}
+	// Locking: Go's own mutexes are OS-level locks that are safe from any
+	// thread, so they serve whether or not the application offered its
+	// callbacks (CKF_OS_LOCKING_OK or not).
+	cfg, cfgErr := m.LoadConfig()
+	debug := m.Getenv(EnvDebug) != "" || (cfg != nil && cfg.Debug)
+	logFile := ""
+	if cfg != nil {
+		logFile = cfg.Log
+	}
+	m.log = openLog(logFile, m.Getenv(EnvLogStderr) != "", debug)
+	if cfgErr != nil {
+		m.log.Errorf("config: %v; the token has no keys (fix the file or %s)", cfgErr, config.EnvConfig)
+		cfg = &config.Config{}
+	}
+	defer cfg.Zero()
+	for _, p := range cfg.Problems {
+		m.log.Errorf("config %s", p)
+	}
+	if w, ok := cfg.InsecurePINs(); ok {
+		m.log.Warnf("%s", w)
+	}
+	m.label = cfg.Label
+	if m.label == "" {
+		m.label = DefaultLabel
+	}
+	spec, err := tpm.ResolveSpec("", cfg.TPM)
+	if err != nil {
+		m.log.Errorf("%v; using %s", err, tpm.DefaultSpec())
+		spec = tpm.DefaultSpec()
+	}
+	m.tpm = m.OpenTPM(spec)
+	if cfg.HasKeyPIN {
+		m.keyPIN = bytes.Clone(cfg.KeyPIN)
+	}
+	if cfg.HasSRKPIN {
+		m.srkPIN = bytes.Clone(cfg.SRKPIN)
+	}
+	m.keys, m.objects = nil, nil
+	for _, ck := range cfg.Keys {
+		k, err := loadKey(ck.Path, ck.Label)
+		if err != nil {
+			switch {
+			case ck.Line == 0 && errors.Is(err, fs.ErrNotExist):
+				// No config file and no default key: the module is
+				// installed but not set up; stay quiet for every
+				// program p11-kit loads it into.
+				m.log.Debugf("no key at %q (make one with stpm-keygen)", ck.Path)
+			case ck.Line == 0:
+				m.log.Errorf("default key: %v", err)
+			default:
+				m.log.Errorf("config %s:%d: key left out: %v", cfg.File, ck.Line, err)
+			}
+			continue
+		}
+		k.NeedsLogin = k.NeedsPIN && !cfg.HasKeyPIN
+		m.addKey(k)
+	}
+	m.sessions = map[uint]*Session{}
+	m.loggedIn = false
+	m.initialized = true
+	m.log.Debugf("initialized: %d keys, TPM %s", len(m.keys), spec)
+	return nil
+}
+
+// addKey gives a key its objects; handles are stable for the life of
+// the C_Initialize: 3i+1 private key, 3i+2 public key, 3i+3 certificate.
+func (m *Module) addKey(k *Key) {
+	i := uint(len(m.keys))
+	m.keys = append(m.keys, k)
+	m.objects = append(m.objects,
+		&object{handle: 3*i + 1, class: CKO_PRIVATE_KEY, key: k},
+		&object{handle: 3*i + 2, class: CKO_PUBLIC_KEY, key: k})
+	if k.Cert != nil {
+		m.objects = append(m.objects, &object{handle: 3*i + 3, class: CKO_CERTIFICATE, key: k})
+	}
+}
+
+// Finalize is C_Finalize: sessions end, PINs are wiped.
+func (m *Module) Finalize() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if !m.initialized {
+		return rvErr(CKR_CRYPTOKI_NOT_INITIALIZED, "C_Finalize before C_Initialize")
+	}
+	m.initialized = false
+	for _, s := range m.sessions {
+		s.closed = true
+	}
+	m.sessions = nil
+	zero(m.userPIN)
+	zero(m.keyPIN)
+	zero(m.srkPIN)
+	m.userPIN, m.keyPIN, m.srkPIN = nil, nil, nil
+	m.loggedIn = false
+	err := m.log.Close()
+	m.log = NewLogger(os.Stderr, false)
+	if err != nil {
+		return rvErr(CKR_GENERAL_ERROR, "closing the log file: %v", err)
+	}
+	return nil
+}
+
+func zero(b []byte) {
+	for i := range b {
+		b[i] = 0
+	}
+}
+
+// check returns an error unless the module is initialized; callers hold m.mu.
+func (m *Module) check() error {
+	if !m.initialized {
+		return rvErr(CKR_CRYPTOKI_NOT_INITIALIZED, "call C_Initialize first")
+	}
+	return nil
+}
+
+func (m *Module) checkSlot(slot uint) error {
+	if err := m.check(); err != nil {
+		return err
+	}
+	if slot != SlotID {
+		return rvErr(CKR_SLOT_ID_INVALID, "no slot %d (this module has slot %d)", slot, SlotID)
+	}
+	return nil
+}
+
+// Info is CK_INFO.
+type Info struct {
+	Manufacturer, Description string
+	Version                   [2]byte
+}
+
+// GetInfo is C_GetInfo.
+func (m *Module) GetInfo() (Info, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err := m.check(); err != nil {
+		return Info{}, err
+	}
+	return Info{Manufacturer: "simple-tpm-pk11", Description: "TPM 2.0 keys for ssh", Version: [2]byte{2, 0}}, nil
+}
+
+// SlotList is C_GetSlotList.
+func (m *Module) SlotList(tokenPresent bool) ([]uint, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err := m.check(); err != nil {
+		return nil, err
+	}
+	if tokenPresent && len(m.keys) == 0 {
+		return []uint{}, nil
+	}
+	return []uint{SlotID}, nil
+}
+
+// SlotInfo is CK_SLOT_INFO.
+type SlotInfo struct {
+	Description, Manufacturer string
+	Flags                     uint
+}
+
+// GetSlotInfo is C_GetSlotInfo. The token is present when at least one
+// key loaded.
+func (m *Module) GetSlotInfo(slot uint) (SlotInfo, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err := m.checkSlot(slot); err != nil {
+		return SlotInfo{}, err
+	}
+	si := SlotInfo{Description: "TPM 2.0 at " + m.tpm.Spec().String(), Manufacturer: "simple-tpm-pk11", Flags: CKF_HW_SLOT}
+	if len(m.keys) > 0 {
+		si.Flags |= CKF_TOKEN_PRESENT
+	}
+	return si, nil
+}
+
+// TokenInfo is CK_TOKEN_INFO.
+type TokenInfo struct {
+	Label, Manufacturer, Model, Serial string
+	Flags                              uint
+	Sessions, RWSessions               uint
+	MinPIN, MaxPIN                     uint
+	Firmware                           [2]byte
+}
+
+// maxPIN is the longest auth value a TPM takes for a SHA-256 named key
+// (TPM2B_AUTH is at most the name algorithm's digest size).
+const maxPIN = 32
+
+// GetTokenInfo is C_GetTokenInfo. Its first call asks the TPM who it is
+// (cached); later calls only read the lockout counters when a key has a
+// PIN, so the flags follow the TPM.
+func (m *Module) GetTokenInfo(slot uint) (TokenInfo, error) {
+	m.mu.Lock()
+	if err := m.checkSlot(slot); err != nil {
+		m.mu.Unlock()
+		return TokenInfo{}, err
+	}
+	if len(m.keys) == 0 {
+		m.mu.Unlock()
+		return TokenInfo{}, rvErr(CKR_TOKEN_NOT_PRESENT, "no usable key configured (make one with stpm-keygen and name it in %s)", "~/.simple-tpm-pk11/config")
+	}
+	ti := TokenInfo{Label: m.label, Model: "TPM 2.0", MinPIN: 1, MaxPIN: maxPIN,
+		Flags: CKF_TOKEN_INITIALIZED | CKF_RNG}
+	var rw uint
+	for _, s := range m.sessions {
+		ti.Sessions++
+		if s.rw {
+			rw++
+		}
+	}
+	ti.RWSessions = rw
+	needPIN := false
+	for _, k := range m.keys {
+		if k.NeedsPIN {
+			needPIN = true
+			ti.Flags |= CKF_USER_PIN_INITIALIZED
+		}
+		if k.NeedsLogin {
+			ti.Flags |= CKF_LOGIN_REQUIRED
+		}
+	}
+	parent, t, srk := m.keys[0].File.Parent, m.tpm, bytes.Clone(m.srkPIN)
+	m.mu.Unlock()
+	defer zero(srk)
+
+	id, err := t.Identity(parent, srk)
+	if err != nil {
+		return TokenInfo{}, err
+	}
+	ti.Manufacturer = id.Manufacturer
+	ti.Firmware = [2]byte{byte(id.Firmware >> 48), byte(id.Firmware >> 32)}
+	sum := sha256.Sum256(id.ParentName)
+	ti.Serial = hex.EncodeToString(sum[:8])
+	if needPIN {
+		l, err := t.LockoutState()
+		if err != nil {
+			return TokenInfo{}, err
+		}
+		switch r := l.Remaining(); {
+		case r == 0:
+			ti.Flags |= CKF_USER_PIN_LOCKED
+		case r == 1:
+			ti.Flags |= CKF_USER_PIN_FINAL_TRY | CKF_USER_PIN_COUNT_LOW
+		case l.Counter > 0:
+			ti.Flags |= CKF_USER_PIN_COUNT_LOW
+		}
+	}
+	return ti, nil
+}

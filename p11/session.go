@@ -1,0 +1,406 @@
+package p11
+
+import (
+	"bytes"
+	"crypto"
+	"crypto/sha256"
+	"sync"
+
+	"github.com/simple-tpm-pk11/simple-tpm-pk11/tpm"
+)
+
+// Session is one PKCS#11 session.
+type Session struct {
+	// mu serializes operations on the session: PKCS#11 lets only one
+	// thread use a session at a time, but a misbehaving caller must not
+	// corrupt it.
+	mu     sync.Mutex
+	handle uint
+	rw     bool
+	closed bool
+	find   []uint // handles left to return, nil when no search is active
+	finding bool
+	sign   *signOp
+	verify *verifyOp
+}
+
+// OpenSession is C_OpenSession.
+func (m *Module) OpenSession(slot, flags uint) (uint, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err := m.checkSlot(slot); err != nil {
+		return 0, err
+	}
+	if flags&CKF_SERIAL_SESSION == 0 {
+		return 0, rvErr(CKR_SESSION_PARALLEL_NOT_SUPPORTED, "C_OpenSession without CKF_SERIAL_SESSION")
+	}
+	if len(m.keys) == 0 {
+		return 0, rvErr(CKR_TOKEN_NOT_PRESENT, "no usable key configured (make one with stpm-keygen)")
+	}
+	m.nextSess++
+	h := m.nextSess
+	m.sessions[h] = &Session{handle: h, rw: flags&CKF_RW_SESSION != 0}
+	return h, nil
+}
+
+// session finds an open session; callers hold m.mu.
+func (m *Module) session(h uint) (*Session, error) {
+	if err := m.check(); err != nil {
+		return nil, err
+	}
+	s, ok := m.sessions[h]
+	if !ok {
+		return nil, rvErr(CKR_SESSION_HANDLE_INVALID, "no open session %d", h)
+	}
+	return s, nil
+}
+
+// CloseSession is C_CloseSession.
+func (m *Module) CloseSession(h uint) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	s, err := m.session(h)
+	if err != nil {
+		return err
+	}
+	s.closed = true
+	delete(m.sessions, h)
+	m.logoutIfIdle()
+	return nil
+}
+
+// CloseAllSessions is C_CloseAllSessions.
+func (m *Module) CloseAllSessions(slot uint) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err := m.checkSlot(slot); err != nil {
+		return err
+	}
+	for h, s := range m.sessions {
+		s.closed = true
+		delete(m.sessions, h)
+	}
+	m.logoutIfIdle()
+	return nil
+}
+
+// logoutIfIdle ends the login when the last session closes (PKCS#11
+// 2.40, 5.6: the login state belongs to the application's sessions).
+func (m *Module) logoutIfIdle() {
+	if len(m.sessions) == 0 && m.loggedIn {
+		m.loggedIn = false
+		zero(m.userPIN)
+		m.userPIN = nil
+	}
+}
+
+// SessionInfo is CK_SESSION_INFO.
+type SessionInfo struct {
+	Slot, State, Flags, DeviceError uint
+}
+
+// GetSessionInfo is C_GetSessionInfo.
+func (m *Module) GetSessionInfo(h uint) (SessionInfo, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	s, err := m.session(h)
+	if err != nil {
+		return SessionInfo{}, err
+	}
+	si := SessionInfo{Slot: SlotID, Flags: CKF_SERIAL_SESSION}
+	switch {
+	case s.rw && m.loggedIn:
+		si.State, si.Flags = CKS_RW_USER_FUNCTIONS, si.Flags|CKF_RW_SESSION
+	case s.rw:
+		si.State, si.Flags = CKS_RW_PUBLIC_SESSION, si.Flags|CKF_RW_SESSION
+	case m.loggedIn:
+		si.State = CKS_RO_USER_FUNCTIONS
+	default:
+		si.State = CKS_RO_PUBLIC_SESSION
+	}
+	return si, nil
+}
+
+// Login is C_Login. The PIN is checked with the TPM right away, by
+// signing with the first key that has a PIN, so a wrong PIN fails here
+// (CKR_PIN_INCORRECT, counted by the TPM's dictionary-attack protection)
+// and not at the first signature.
+func (m *Module) Login(h, userType uint, pin []byte) error {
+	m.mu.Lock()
+	if _, err := m.session(h); err != nil {
+		m.mu.Unlock()
+		return err
+	}
+	switch userType {
+	case CKU_USER:
+	case CKU_SO:
+		m.mu.Unlock()
+		return rvErr(CKR_USER_TYPE_INVALID, "this token has no security officer; log in as the user")
+	case CKU_CONTEXT_SPECIFIC:
+		m.mu.Unlock()
+		return rvErr(CKR_OPERATION_NOT_INITIALIZED, "no key needs context-specific login")
+	default:
+		m.mu.Unlock()
+		return rvErr(CKR_USER_TYPE_INVALID, "unknown user type %d", userType)
+	}
+	if m.loggedIn {
+		m.mu.Unlock()
+		return rvErr(CKR_USER_ALREADY_LOGGED_IN, "already logged in")
+	}
+	if len(pin) > maxPIN {
+		m.mu.Unlock()
+		return rvErr(CKR_PIN_LEN_RANGE, "PIN longer than %d bytes, the most a TPM key takes", maxPIN)
+	}
+	var key *Key
+	for _, k := range m.keys {
+		if k.NeedsPIN {
+			key = k
+			break
+		}
+	}
+	t, srk := m.tpm, bytes.Clone(m.srkPIN)
+	m.mu.Unlock()
+	defer zero(srk)
+
+	if key != nil {
+		d := sha256.Sum256([]byte("simple-tpm-pk11 PIN check"))
+		if _, err := t.SignDigest(key.File, srk, pin, d[:], tpm.SignOpts{Hash: crypto.SHA256}); err != nil {
+			return err
+		}
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if !m.initialized {
+		return rvErr(CKR_CRYPTOKI_NOT_INITIALIZED, "C_Finalize during C_Login")
+	}
+	if m.loggedIn {
+		return rvErr(CKR_USER_ALREADY_LOGGED_IN, "already logged in")
+	}
+	m.loggedIn = true
+	m.userPIN = bytes.Clone(pin)
+	return nil
+}
+
+// Logout is C_Logout.
+func (m *Module) Logout(h uint) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, err := m.session(h); err != nil {
+		return err
+	}
+	if !m.loggedIn {
+		return rvErr(CKR_USER_NOT_LOGGED_IN, "C_Logout without C_Login")
+	}
+	m.loggedIn = false
+	zero(m.userPIN)
+	m.userPIN = nil
+	return nil
+}
+
+// visible reports whether the caller may see an object; callers hold m.mu.
+func (m *Module) visible(o *object) bool { return !o.private() || m.loggedIn }
+
+// object finds a visible object; callers hold m.mu.
+func (m *Module) object(h uint) (*object, error) {
+	for _, o := range m.objects {
+		if o.handle == h && m.visible(o) {
+			return o, nil
+		}
+	}
+	return nil, rvErr(CKR_OBJECT_HANDLE_INVALID, "no object %d", h)
+}
+
+// FindObjectsInit is C_FindObjectsInit: the search matches every
+// attribute of the template exactly.
+func (m *Module) FindObjectsInit(h uint, tmpl []Attribute) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	s, err := m.session(h)
+	if err != nil {
+		return err
+	}
+	if s.finding {
+		return rvErr(CKR_OPERATION_ACTIVE, "a search is already active in session %d", h)
+	}
+	s.find = []uint{}
+	s.finding = true
+	for _, o := range m.objects {
+		if m.visible(o) && o.matches(tmpl) {
+			s.find = append(s.find, o.handle)
+		}
+	}
+	return nil
+}
+
+// FindObjects is C_FindObjects.
+func (m *Module) FindObjects(h uint, max uint) ([]uint, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	s, err := m.session(h)
+	if err != nil {
+		return nil, err
+	}
+	if !s.finding {
+		return nil, rvErr(CKR_OPERATION_NOT_INITIALIZED, "C_FindObjects without C_FindObjectsInit")
+	}
+	n := min(uint(len(s.find)), max)
+	out := s.find[:n]
+	s.find = s.find[n:]
+	return out, nil
+}
+
+// FindObjectsFinal is C_FindObjectsFinal.
+func (m *Module) FindObjectsFinal(h uint) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	s, err := m.session(h)
+	if err != nil {
+		return err
+	}
+	if !s.finding {
+		return rvErr(CKR_OPERATION_NOT_INITIALIZED, "C_FindObjectsFinal without C_FindObjectsInit")
+	}
+	s.find, s.finding = nil, false
+	return nil
+}
+
+// AttrValue is one answer of C_GetAttributeValue: the value, or the
+// CK_RV for that attribute (CKR_ATTRIBUTE_SENSITIVE or
+// CKR_ATTRIBUTE_TYPE_INVALID).
+type AttrValue struct {
+	Value []byte
+	RV    uint
+}
+
+// GetAttributeValue is C_GetAttributeValue's lookup part; the caller
+// applies the buffer rules.
+func (m *Module) GetAttributeValue(h, obj uint, types []uint) ([]AttrValue, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, err := m.session(h); err != nil {
+		return nil, err
+	}
+	o, err := m.object(obj)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]AttrValue, len(types))
+	for i, t := range types {
+		out[i].Value, out[i].RV = o.attr(t)
+	}
+	return out, nil
+}
+
+// ObjectSize is C_GetObjectSize: the sum of the object's attribute
+// values, an honest estimate of what it occupies.
+func (m *Module) ObjectSize(h, obj uint) (uint, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, err := m.session(h); err != nil {
+		return 0, err
+	}
+	o, err := m.object(obj)
+	if err != nil {
+		return 0, err
+	}
+	size := 0
+	for t := uint(0); t < 0x300; t++ {
+		if v, rv := o.attr(t); rv == CKR_OK {
+			size += len(v)
+		}
+	}
+	return uint(size), nil
+}
+
+// GenerateRandom is C_GenerateRandom, from the TPM's generator.
+func (m *Module) GenerateRandom(h uint, b []byte) error {
+	m.mu.Lock()
+	if _, err := m.session(h); err != nil {
+		m.mu.Unlock()
+		return err
+	}
+	t := m.tpm
+	m.mu.Unlock()
+	return t.Random(b)
+}
+
+// EndSign ends any signing operation in the session after a failure the
+// caller layer found (bad arguments, absurd lengths) and returns err:
+// a failed C_Sign ends the operation (PKCS#11 2.40, 5.12).
+func (m *Module) EndSign(h uint, err error) error {
+	m.mu.Lock()
+	s, serr := m.session(h)
+	m.mu.Unlock()
+	if serr != nil {
+		return serr
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.sign == nil {
+		return rvErr(CKR_OPERATION_NOT_INITIALIZED, "C_Sign without C_SignInit")
+	}
+	s.sign = nil
+	return err
+}
+
+// EndVerify is EndSign for verification.
+func (m *Module) EndVerify(h uint, err error) error {
+	m.mu.Lock()
+	s, serr := m.session(h)
+	m.mu.Unlock()
+	if serr != nil {
+		return serr
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.verify == nil {
+		return rvErr(CKR_OPERATION_NOT_INITIALIZED, "C_Verify without C_VerifyInit")
+	}
+	s.verify = nil
+	return err
+}
+
+// SeedRandom is C_SeedRandom: a TPM's generator takes no seed.
+func (m *Module) SeedRandom(h uint) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, err := m.session(h); err != nil {
+		return err
+	}
+	return rvErr(CKR_RANDOM_SEED_NOT_SUPPORTED, "the TPM's random generator cannot be seeded")
+}
+
+// LegacyParallel is C_GetFunctionStatus and C_CancelFunction, legacy
+// functions that answer CKR_FUNCTION_NOT_PARALLEL (PKCS#11 2.40, 5.20).
+func (m *Module) LegacyParallel(h uint) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, err := m.session(h); err != nil {
+		return err
+	}
+	return rvErr(CKR_FUNCTION_NOT_PARALLEL, "legacy parallel function")
+}
+
+// WaitForSlotEvent is C_WaitForSlotEvent: the one slot never changes.
+func (m *Module) WaitForSlotEvent(flags uint) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err := m.check(); err != nil {
+		return err
+	}
+	if flags&CKF_DONT_BLOCK != 0 {
+		return rvErr(CKR_NO_EVENT, "no slot event")
+	}
+	return rvErr(CKR_FUNCTION_NOT_SUPPORTED, "blocking C_WaitForSlotEvent: this module's slot never changes")
+}
+
+// Unsupported answers the functions a signing token does not have
+// (object creation, key generation, encryption, ...).
+func (m *Module) Unsupported(fn string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err := m.check(); err != nil {
+		return err
+	}
+	return rvErr(CKR_FUNCTION_NOT_SUPPORTED, "%s: keys are made with stpm-keygen; the token only signs", fn)
+}

@@ -1,0 +1,390 @@
+package p11
+
+import (
+	"bytes"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/rsa"
+	"hash"
+	"math/big"
+
+	"github.com/simple-tpm-pk11/simple-tpm-pk11/tpm"
+)
+
+// maxRawInput bounds what C_SignUpdate collects for mechanisms whose
+// input is a hash: no hash or DigestInfo is anywhere near this long.
+const maxRawInput = 1024
+
+// signOp is an active signing (or verifying) operation.
+type signOp struct {
+	p      *prepared
+	key    *Key
+	h      hash.Hash // for hashing mechanisms, fed by Update
+	raw    []byte    // for the others
+	update bool      // C_SignUpdate was called: only C_SignFinal may follow
+}
+
+type verifyOp struct{ signOp }
+
+func newOp(p *prepared, k *Key) signOp {
+	op := signOp{p: p, key: k}
+	if p.spec.hash != 0 {
+		op.h = p.spec.hash.New()
+	}
+	return op
+}
+
+func (op *signOp) add(data []byte) error {
+	if op.h != nil {
+		op.h.Write(data)
+		return nil
+	}
+	if len(op.raw)+len(data) > maxRawInput {
+		return rvErr(CKR_DATA_LEN_RANGE, "input longer than %d bytes for a mechanism that signs a hash", maxRawInput)
+	}
+	op.raw = append(op.raw, data...)
+	return nil
+}
+
+// digest returns what the TPM signs: the hash (and its algorithm) of all
+// input given so far.
+func (op *signOp) digest(last []byte) ([]byte, crypto.Hash, error) {
+	if op.h != nil {
+		op.h.Write(last)
+		return op.h.Sum(nil), op.p.spec.hash, nil
+	}
+	in := append(op.raw, last...)
+	return op.p.digestFor(in)
+}
+
+// SignInit is C_SignInit.
+func (m *Module) SignInit(h uint, mech Mechanism, key uint) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	s, err := m.session(h)
+	if err != nil {
+		return err
+	}
+	if s.sign != nil {
+		return rvErr(CKR_OPERATION_ACTIVE, "a signature is already in progress in session %d", h)
+	}
+	o, err := m.object(key)
+	if err != nil || o.class != CKO_PRIVATE_KEY {
+		return rvErr(CKR_KEY_HANDLE_INVALID, "object %d is not a private key", key)
+	}
+	p, err := prepare(mech, o.key)
+	if err != nil {
+		return err
+	}
+	op := newOp(p, o.key)
+	s.sign = &op
+	return nil
+}
+
+// activeSign returns the session and its signing operation, locked: the
+// caller unlocks s.mu.
+func (m *Module) activeSign(h uint) (*Session, *signOp, error) {
+	m.mu.Lock()
+	s, err := m.session(h)
+	m.mu.Unlock()
+	if err != nil {
+		return nil, nil, err
+	}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil, nil, rvErr(CKR_SESSION_CLOSED, "session %d was closed", h)
+	}
+	if s.sign == nil {
+		s.mu.Unlock()
+		return nil, nil, rvErr(CKR_OPERATION_NOT_INITIALIZED, "C_Sign without C_SignInit")
+	}
+	return s, s.sign, nil
+}
+
+// SignLength is the signature length C_Sign and C_SignFinal will return,
+// for the two-call rule.
+func (m *Module) SignLength(h uint) (int, error) {
+	s, op, err := m.activeSign(h)
+	if err != nil {
+		return 0, err
+	}
+	defer s.mu.Unlock()
+	return op.p.sigLen, nil
+}
+
+// Sign is C_Sign: it signs data and ends the operation, whatever the
+// outcome.
+func (m *Module) Sign(h uint, data []byte) ([]byte, error) {
+	s, op, err := m.activeSign(h)
+	if err != nil {
+		return nil, err
+	}
+	defer s.mu.Unlock()
+	s.sign = nil
+	if op.update {
+		return nil, rvErr(CKR_OPERATION_ACTIVE, "C_Sign after C_SignUpdate; finish with C_SignFinal")
+	}
+	return m.signDigest(op, data)
+}
+
+// SignUpdate is C_SignUpdate.
+func (m *Module) SignUpdate(h uint, data []byte) error {
+	s, op, err := m.activeSign(h)
+	if err != nil {
+		return err
+	}
+	defer s.mu.Unlock()
+	op.update = true
+	if err := op.add(data); err != nil {
+		s.sign = nil
+		return err
+	}
+	return nil
+}
+
+// SignFinal is C_SignFinal.
+func (m *Module) SignFinal(h uint) ([]byte, error) {
+	s, op, err := m.activeSign(h)
+	if err != nil {
+		return nil, err
+	}
+	defer s.mu.Unlock()
+	s.sign = nil
+	return m.signDigest(op, nil)
+}
+
+func (m *Module) signDigest(op *signOp, last []byte) ([]byte, error) {
+	digest, h, err := op.digest(last)
+	if err != nil {
+		return nil, err
+	}
+	m.mu.Lock()
+	if err := m.check(); err != nil {
+		m.mu.Unlock()
+		return nil, err
+	}
+	var pin []byte
+	if op.key.NeedsPIN {
+		switch {
+		case m.loggedIn:
+			pin = bytes.Clone(m.userPIN)
+		case len(m.keyPIN) > 0:
+			pin = bytes.Clone(m.keyPIN)
+		default:
+			m.mu.Unlock()
+			return nil, rvErr(CKR_USER_NOT_LOGGED_IN, "key %q has a PIN: log in first", op.key.Label)
+		}
+	}
+	t, srk := m.tpm, bytes.Clone(m.srkPIN)
+	m.mu.Unlock()
+	defer zero(pin)
+	defer zero(srk)
+	sig, err := t.SignDigest(op.key.File, srk, pin, digest, tpm.SignOpts{Hash: h, PSS: op.p.spec.pss})
+	if err != nil {
+		return nil, keyErr(op.key, err)
+	}
+	return sig, nil
+}
+
+// keyErr names the key in a TPM failure for the log.
+func keyErr(k *Key, err error) error {
+	return &Error{RV: RV(err), Msg: "key " + k.Label + " (" + k.Path + "): " + err.Error(), Err: err}
+}
+
+// VerifyInit is C_VerifyInit. Verification is done in software with the
+// public key: it needs no secret, so the TPM is not involved.
+func (m *Module) VerifyInit(h uint, mech Mechanism, key uint) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	s, err := m.session(h)
+	if err != nil {
+		return err
+	}
+	if s.verify != nil {
+		return rvErr(CKR_OPERATION_ACTIVE, "a verification is already in progress in session %d", h)
+	}
+	o, err := m.object(key)
+	if err != nil || o.class == CKO_CERTIFICATE {
+		return rvErr(CKR_KEY_HANDLE_INVALID, "object %d is not a key", key)
+	}
+	p, err := prepare(mech, o.key)
+	if err != nil {
+		return err
+	}
+	s.verify = &verifyOp{newOp(p, o.key)}
+	return nil
+}
+
+func (m *Module) activeVerify(h uint) (*Session, *verifyOp, error) {
+	m.mu.Lock()
+	s, err := m.session(h)
+	m.mu.Unlock()
+	if err != nil {
+		return nil, nil, err
+	}
+	s.mu.Lock()
+	if s.verify == nil {
+		s.mu.Unlock()
+		return nil, nil, rvErr(CKR_OPERATION_NOT_INITIALIZED, "C_Verify without C_VerifyInit")
+	}
+	return s, s.verify, nil
+}
+
+// Verify is C_Verify.
+func (m *Module) Verify(h uint, data, sig []byte) error {
+	s, op, err := m.activeVerify(h)
+	if err != nil {
+		return err
+	}
+	defer s.mu.Unlock()
+	s.verify = nil
+	return op.check(data, sig)
+}
+
+// VerifyUpdate is C_VerifyUpdate.
+func (m *Module) VerifyUpdate(h uint, data []byte) error {
+	s, op, err := m.activeVerify(h)
+	if err != nil {
+		return err
+	}
+	defer s.mu.Unlock()
+	if err := op.add(data); err != nil {
+		s.verify = nil
+		return err
+	}
+	return nil
+}
+
+// VerifyFinal is C_VerifyFinal.
+func (m *Module) VerifyFinal(h uint, sig []byte) error {
+	s, op, err := m.activeVerify(h)
+	if err != nil {
+		return err
+	}
+	defer s.mu.Unlock()
+	s.verify = nil
+	return op.check(nil, sig)
+}
+
+func (op *verifyOp) check(last, sig []byte) error {
+	digest, h, err := op.digest(last)
+	if err != nil {
+		return err
+	}
+	if len(sig) != op.p.sigLen {
+		return rvErr(CKR_SIGNATURE_LEN_RANGE, "signature is %d bytes, want %d", len(sig), op.p.sigLen)
+	}
+	ok := false
+	switch pub := op.key.Public.(type) {
+	case *rsa.PublicKey:
+		if op.p.spec.pss {
+			ok = rsa.VerifyPSS(pub, h, digest, sig, &rsa.PSSOptions{SaltLength: rsa.PSSSaltLengthEqualsHash, Hash: h}) == nil
+		} else {
+			ok = rsa.VerifyPKCS1v15(pub, h, digest, sig) == nil
+		}
+	case *ecdsa.PublicKey:
+		half := len(sig) / 2
+		ok = ecdsa.Verify(pub, digest, new(big.Int).SetBytes(sig[:half]), new(big.Int).SetBytes(sig[half:]))
+	}
+	if !ok {
+		return rvErr(CKR_SIGNATURE_INVALID, "signature does not verify")
+	}
+	return nil
+}
+
+// MechanismInfo is CK_MECHANISM_INFO.
+type MechanismInfo struct {
+	MinKeySize, MaxKeySize, Flags uint
+}
+
+// MechanismList is C_GetMechanismList: the mechanisms this TPM can do,
+// from what it reports about itself (asked once).
+func (m *Module) MechanismList(slot uint) ([]uint, error) {
+	infos, err := m.mechanismInfos(slot)
+	if err != nil {
+		return nil, err
+	}
+	var out []uint
+	for _, t := range mechOrder {
+		if _, ok := infos[t]; ok {
+			out = append(out, t)
+		}
+	}
+	return out, nil
+}
+
+// GetMechanismInfo is C_GetMechanismInfo.
+func (m *Module) GetMechanismInfo(slot, mech uint) (MechanismInfo, error) {
+	infos, err := m.mechanismInfos(slot)
+	if err != nil {
+		return MechanismInfo{}, err
+	}
+	mi, ok := infos[mech]
+	if !ok {
+		return MechanismInfo{}, rvErr(CKR_MECHANISM_INVALID, "mechanism 0x%X is not supported by this token", mech)
+	}
+	return mi, nil
+}
+
+var mechOrder = []uint{
+	CKM_RSA_PKCS, CKM_SHA1_RSA_PKCS, CKM_SHA256_RSA_PKCS, CKM_SHA384_RSA_PKCS, CKM_SHA512_RSA_PKCS,
+	CKM_RSA_PKCS_PSS, CKM_SHA1_RSA_PKCS_PSS, CKM_SHA256_RSA_PKCS_PSS, CKM_SHA384_RSA_PKCS_PSS, CKM_SHA512_RSA_PKCS_PSS,
+	CKM_ECDSA, CKM_ECDSA_SHA1, CKM_ECDSA_SHA256, CKM_ECDSA_SHA384, CKM_ECDSA_SHA512,
+}
+
+func (m *Module) mechanismInfos(slot uint) (map[uint]MechanismInfo, error) {
+	m.mu.Lock()
+	if err := m.checkSlot(slot); err != nil {
+		m.mu.Unlock()
+		return nil, err
+	}
+	t := m.tpm
+	m.mu.Unlock()
+	caps, err := t.Capabilities()
+	if err != nil {
+		return nil, err
+	}
+	return mechanismsOf(caps), nil
+}
+
+// TPM algorithm IDs (TPM 2.0 Part 2, 6.3) for the capabilities we test.
+const (
+	algRSA    = 0x0001
+	algSHA1   = 0x0004
+	algSHA256 = 0x000B
+	algSHA384 = 0x000C
+	algSHA512 = 0x000D
+	algRSASSA = 0x0014
+	algRSAPSS = 0x0016
+	algECDSA  = 0x0018
+	algECC    = 0x0023
+)
+
+func mechanismsOf(caps *tpm.Caps) map[uint]MechanismInfo {
+	has := caps.HasAlg
+	out := map[uint]MechanismInfo{}
+	hashes := map[crypto.Hash]bool{crypto.SHA1: has(algSHA1), crypto.SHA256: has(algSHA256),
+		crypto.SHA384: has(algSHA384), crypto.SHA512: has(algSHA512)}
+	sign := uint(CKF_HW | CKF_SIGN | CKF_VERIFY)
+	if has(algRSA) && len(caps.RSABits) > 0 {
+		rsaInfo := MechanismInfo{uint(caps.RSABits[0]), uint(caps.RSABits[len(caps.RSABits)-1]), sign}
+		for t, s := range mechs {
+			if !s.rsa || (s.pss && !has(algRSAPSS)) || (!s.pss && !has(algRSASSA)) || (s.hash != 0 && !hashes[s.hash]) {
+				continue
+			}
+			out[t] = rsaInfo
+		}
+	}
+	if has(algECC) && has(algECDSA) && len(caps.ECCBits) > 0 {
+		ecInfo := MechanismInfo{uint(caps.ECCBits[0]), uint(caps.ECCBits[len(caps.ECCBits)-1]),
+			sign | CKF_EC_F_P | CKF_EC_NAMEDCURVE | CKF_EC_UNCOMPRESS}
+		for t, s := range mechs {
+			if s.rsa || (s.hash != 0 && !hashes[s.hash]) {
+				continue
+			}
+			out[t] = ecInfo
+		}
+	}
+	return out
+}
