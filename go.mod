@@ -4,6 +4,7 @@ go 1.26.0
 
 require (
 	github.com/google/go-tpm v0.9.8
+	github.com/miekg/pkcs11 v1.1.2
 	github.com/rogpeppe/go-internal v1.16.0
 	golang.org/x/crypto v0.59.0
 	golang.org/x/term v0.48.0

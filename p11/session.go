@@ -14,14 +14,14 @@ type Session struct {
 	// mu serializes operations on the session: PKCS#11 lets only one
 	// thread use a session at a time, but a misbehaving caller must not
 	// corrupt it.
-	mu     sync.Mutex
-	handle uint
-	rw     bool
-	closed bool
-	find   []uint // handles left to return, nil when no search is active
+	mu      sync.Mutex
+	handle  uint
+	rw      bool
+	closed  bool
+	find    []uint // handles left to return, nil when no search is active
 	finding bool
-	sign   *signOp
-	verify *verifyOp
+	sign    *signOp
+	verify  *verifyOp
 }
 
 // OpenSession is C_OpenSession.
