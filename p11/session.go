@@ -165,7 +165,7 @@ func (m *Module) Login(h, userType uint, pin []byte) error {
 	if key != nil {
 		d := sha256.Sum256([]byte("simple-tpm-pk11 PIN check"))
 		if _, err := t.SignDigest(key.File, srk, pin, d[:], tpm.SignOpts{Hash: crypto.SHA256}); err != nil {
-			return err
+			return keyErr(key, err)
 		}
 	}
 	m.mu.Lock()

@@ -13,9 +13,12 @@ import (
 	"testing"
 )
 
-// binDir holds the commands built for this test run. It is world-readable
-// so tests can run them as an unprivileged user.
+// binDir holds the commands and the module built for this test run. It
+// is world-readable so tests can run them as an unprivileged user.
 var binDir string
+
+// modulePath is the built libsimple-tpm-pk11.so.
+var modulePath string
 
 var commands = []string{"stpm-keygen", "stpm-sign", "stpm-verify"}
 
@@ -47,6 +50,13 @@ func run(m *testing.M) int {
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "building the commands:", err)
+		return 1
+	}
+	modulePath = filepath.Join(dir, "libsimple-tpm-pk11.so")
+	build = exec.Command(goTool(), "build", "-buildmode=c-shared", "-o", modulePath, "../module")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "building the module:", err)
 		return 1
 	}
 	return m.Run()

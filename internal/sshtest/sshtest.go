@@ -10,26 +10,30 @@
 //		append(srv.SSHArgs("-o", "BatchMode=yes", "-i", keyFile), "echo", "hello")...)
 //
 // Things to know (OpenSSH 9.2p1 on Debian 12, run as root):
-//   - ssh, ssh-add and ssh-keygen expand "~" from the passwd entry, not from
-//     $HOME, so HOME=<temp dir> does not keep them away from the real
-//     ~/.ssh. SSHArgs therefore passes -F /dev/null (no ~/.ssh/config, no
-//     /etc/ssh/ssh_config, and no mkdir of ~/.ssh), its own known_hosts file
-//     and IdentityFile=none (no default ~/.ssh/id_* keys).
+//   - ssh expands "~" from the passwd entry, not from $HOME, so
+//     HOME=<temp dir> does not keep it away from the real ~/.ssh (as root:
+//     /root/.ssh). SSHArgs therefore passes -F /dev/null (no ~/.ssh/config,
+//     no /etc/ssh/ssh_config), its own known_hosts file and IdentityFile=none
+//     (ssh 9.2 treats "none" as no file, so no default ~/.ssh/id_* keys);
+//     traced: ssh then opens nothing under the home directory.
 //   - ssh and sshd keep the FIRST value given for an option. SSHArgs puts the
 //     caller's arguments before its own, and StartServer puts the extra
 //     sshd_config lines before its own, so callers can override the defaults.
 //   - IdentitiesOnly=yes drops PKCS#11 keys unless the matching .pub is also
 //     an IdentityFile; BatchMode=yes cannot ask for a PIN or a passphrase (use
 //     Askpass instead).
-//   - `ssh -f` forks after authentication and its child keeps the parent's
-//     stdout/stderr: reading them through pipes would block until the
-//     background ssh exits. Run therefore captures output in files.
+//   - `ssh -f` forks after authentication, so the PID of the background ssh
+//     is not known to the caller (StartForward gets it from a control
+//     socket). ssh 9.2 points the background child's stdio at /dev/null;
+//     Run still captures output through files, so that no command leaving a
+//     background process behind can block it on a pipe.
 //   - Commands run by the server execute as the real user in the real home
-//     directory (/root), with bash reading ~/.bashrc; the environment of the
-//     test is not passed on (use the sshd_config SetEnv keyword).
+//     directory (/root), and bash reads /etc/bash.bashrc and ~/.bashrc
+//     first; the environment of the test is not passed on (use the
+//     sshd_config SetEnv keyword).
 //   - Unix socket paths are limited to 107 bytes and t.TempDir() can be
-//     longer; SocketDir gives a short directory. ssh's ControlPath needs 17
-//     more bytes for its temporary name.
+//     longer; SocketDir gives a short directory. ssh binds a ControlPath
+//     under a temporary name 17 bytes longer (PATH.XXXXXXXXXXXXXXXX).
 package sshtest
 
 import (
@@ -57,9 +61,6 @@ const (
 	readyTimeout = 10 * time.Second
 	stopTimeout  = 5 * time.Second
 	runTimeout   = 60 * time.Second
-
-	// Longest unix socket path: sun_path is 108 bytes including the NUL.
-	maxSockPath = 107
 
 	defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 )
@@ -353,9 +354,10 @@ func masterPID(t testing.TB, env []string, ctl string) (int, error) {
 
 // RemoteForward starts `ssh -N -o ExitOnForwardFailure=yes -R
 // remoteSock:localSock` (plus extra) in the foreground, so its PID is
-// cmd.Process.Pid, waits until the server has bound remoteSock (a new
-// socket, not one left from an earlier session), and kills ssh in t.Cleanup.
-// The directory of remoteSock must exist. The server creates the socket
+// cmd.Process.Pid, waits until the server listens on remoteSock (a new
+// socket, not one left from an earlier session; checked without connecting),
+// and kills ssh in t.Cleanup. remoteSock must be absolute and its directory
+// must exist. The server creates the socket
 // owned by the login user with mode 0600 (StreamLocalBindMask 0177) and
 // replaces a stale one (StreamLocalBindUnlink yes). The package waits for
 // cmd: do not call cmd.Wait; cmd.Process.Kill or Signal may be used to drop
@@ -365,6 +367,9 @@ func (s *Server) RemoteForward(t testing.TB, env []string, remoteSock, localSock
 	t.Helper()
 	if env == nil {
 		env = Env(t)
+	}
+	if !filepath.IsAbs(remoteSock) {
+		t.Fatalf("sshtest: RemoteForward: %q is not an absolute path", remoteSock)
 	}
 	// A socket left by an earlier session stays until the next bind
 	// replaces it, and the new one often gets the same inode number: tell
@@ -383,7 +388,8 @@ func (s *Server) RemoteForward(t testing.TB, env []string, remoteSock, localSock
 	})
 	deadline := time.Now().Add(readyTimeout)
 	for {
-		if id := sockID(remoteSock); id != (fileID{}) && id != old {
+		// sshd binds, then listens: a connect in between is refused.
+		if id := sockID(remoteSock); id != (fileID{}) && id != old && listening(remoteSock) {
 			return p.cmd
 		}
 		select {
@@ -416,6 +422,27 @@ func sockID(path string) fileID {
 		return fileID{ino: 1}
 	}
 	return fileID{ino: sys.Ino, sec: sys.Ctim.Sec, nsec: sys.Ctim.Nsec}
+}
+
+// listening reports whether /proc/net/unix lists a listening socket bound to
+// path (flag __SO_ACCEPTCON, 0x10000). Checking there does not connect, so
+// it opens no channel through the forward.
+func listening(path string) bool {
+	b, err := os.ReadFile("/proc/net/unix")
+	if err != nil {
+		return true // cannot tell; rely on the file alone
+	}
+	// "Num RefCount Protocol Flags Type St Inode Path"
+	for _, line := range strings.Split(string(b), "\n")[1:] {
+		f := strings.Fields(line)
+		if len(f) < 8 || strings.Join(f[7:], " ") != path {
+			continue
+		}
+		if flags, err := strconv.ParseUint(f[3], 16, 32); err == nil && flags&0x10000 != 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // Env returns a clean environment for ssh, ssh-agent and ssh-add:
@@ -487,11 +514,13 @@ type Agent struct {
 // /usr/local/lib/*). It waits until the socket accepts connections and stops
 // the agent in t.Cleanup. ssh-agent output goes to a file in a temporary
 // directory, shown when the agent does not come up.
-func StartAgent(t testing.TB) *Agent {
+//
+// extraEnv reaches the agent and so the PKCS#11 modules its helper loads.
+func StartAgent(t testing.TB, extraEnv ...string) *Agent {
 	t.Helper()
 	sock := filepath.Join(SocketDir(t), "agent.sock")
 	logPath := filepath.Join(t.TempDir(), "ssh-agent.log")
-	p, err := startProc(logPath, Env(t), "ssh-agent", "-D", "-a", sock, "-P", "*")
+	p, err := startProc(logPath, Env(t, extraEnv...), "ssh-agent", "-D", "-a", sock, "-P", "*")
 	if err != nil {
 		t.Fatalf("sshtest: %v", err)
 	}
@@ -513,9 +542,9 @@ func (a *Agent) Env() []string {
 
 // Run runs name with args and env (nil means Env(t)), stdin from /dev/null, in
 // a new session (no controlling terminal, so ssh cannot open /dev/tty), and
-// a 60 s timeout. Output is captured through files, so a command that leaves
-// a background process holding its stdout/stderr (ssh -f) returns when the
-// command itself exits.
+// a 60 s timeout. Output is captured through files (in a t.TempDir), so a
+// command that leaves a background process holding its stdout/stderr
+// returns when the command itself exits.
 func Run(t testing.TB, env []string, name string, args ...string) (stdout, stderr string, err error) {
 	t.Helper()
 	if env == nil {
