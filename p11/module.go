@@ -68,7 +68,7 @@ type Module struct {
 
 // New returns an uninitialized module.
 func New() *Module {
-	return &Module{LoadConfig: config.LoadDefault, OpenTPM: tpm.Open, Getenv: os.Getenv}
+	return &Module{LoadConfig: config.LoadDefault, OpenTPM: tpm.Open, Getenv: os.Getenv, log: NewLogger(os.Stderr, false)}
 }
 
 // Log returns the module's logger (nil before C_Initialize).
@@ -187,10 +187,19 @@ func (m *Module) Finalize() error {
 	zero(m.srkPIN)
 	m.userPIN, m.keyPIN, m.srkPIN = nil, nil, nil
 	m.loggedIn = false
-	err := m.log.Close()
+	var tpmErr error
+	if m.tpm != nil {
+		// Unloads what a kept connection (/dev/tpmrm0) holds.
+		tpmErr = m.tpm.Close()
+		m.tpm = nil
+	}
+	logErr := m.log.Close()
 	m.log = NewLogger(os.Stderr, false)
-	if err != nil {
-		return rvErr(CKR_GENERAL_ERROR, "closing the log file: %v", err)
+	switch {
+	case logErr != nil:
+		return rvErr(CKR_GENERAL_ERROR, "closing the log file: %v", logErr)
+	case tpmErr != nil:
+		return &Error{RV: CKR_DEVICE_ERROR, Msg: "releasing the TPM: " + tpmErr.Error(), Err: tpmErr}
 	}
 	return nil
 }

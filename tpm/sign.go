@@ -2,6 +2,7 @@ package tpm
 
 import (
 	"crypto"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 
@@ -56,6 +57,10 @@ func (c *Conn) LoadKey(k *keyfile.Key, parentAuth []byte) (*Loaded, error) {
 	if err != nil {
 		return nil, err
 	}
+	return c.loadUnder(k, pub, priv, p)
+}
+
+func (c *Conn) loadUnder(k *keyfile.Key, pub *tpm2.TPMTPublic, priv *tpm2.TPM2BPrivate, p *Parent) (*Loaded, error) {
 	rsp, err := tpm2.Load{
 		ParentHandle: p.authHandle(false),
 		InPrivate:    *priv,
@@ -188,15 +193,26 @@ func sigBytes(pub *tpm2.TPMTPublic, sig *tpm2.TPMTSignature) ([]byte, error) {
 	return nil, newErr(ErrTPM, nil, "", "unexpected signature algorithm 0x%04x", uint16(sig.SigAlg))
 }
 
-// SignDigest loads k and signs digest with it in one operation.
+// SignDigest loads k and signs digest with it in one operation. In keep
+// mode the parent and the key stay loaded for the next signature.
 func (t *TPM) SignDigest(k *keyfile.Key, parentAuth, pin, digest []byte, opts SignOpts) ([]byte, error) {
 	var sig []byte
 	err := t.Do(func(c *Conn) error {
-		l, err := c.LoadKey(k, parentAuth)
+		l, err := c.loadForSign(k, parentAuth)
 		if err != nil {
 			return err
 		}
 		sig, err = c.Sign(l, pin, digest, opts)
+		if err != nil && t.keep && (errors.Is(err, tpm2.TPMRCHandle) || errors.Is(err, tpm2.TPMRCReferenceH0)) {
+			// Someone flushed our kept objects: unload what is left of
+			// them and load again, once.
+			if err = c.forgetKept(); err != nil {
+				return err
+			}
+			if l, err = c.loadForSign(k, parentAuth); err == nil {
+				sig, err = c.Sign(l, pin, digest, opts)
+			}
+		}
 		return err
 	})
 	if err != nil {
@@ -207,3 +223,82 @@ func (t *TPM) SignDigest(k *keyfile.Key, parentAuth, pin, digest []byte, opts Si
 
 // String describes a loaded key for logs.
 func (l *Loaded) String() string { return fmt.Sprintf("key 0x%08x", uint32(l.Handle)) }
+
+// parentID names a parent in keep mode's cache.
+type parentID struct {
+	handle    uint32
+	rsa       bool
+	authClass string
+}
+
+// loadForSign loads k for one signature; in keep mode it reuses (and
+// keeps) the parent and the key.
+func (c *Conn) loadForSign(k *keyfile.Key, parentAuth []byte) (*Loaded, error) {
+	t := c.owner
+	if !t.keep {
+		return c.LoadKey(k, parentAuth)
+	}
+	// The parent's auth value is part of the cache key only by its hash,
+	// so a wrong SRK PIN never hits a parent loaded with the right one.
+	sum := sha256.Sum256(parentAuth)
+	pid := parentID{k.Parent, k.RSAParent, string(sum[:])}
+	id := string(k.Public) + "\x00" + string(k.Private) + "\x00" + fmt.Sprint(pid)
+	if l := t.keys[id]; l != nil {
+		return l, nil
+	}
+	if err := CheckKeyFile(k); err != nil {
+		return nil, err
+	}
+	pub, err := KeyPublic(k)
+	if err != nil {
+		return nil, err
+	}
+	priv, err := tpm2.Unmarshal[tpm2.TPM2BPrivate](k.Private)
+	if err != nil {
+		return nil, newErr(ErrBadKey, err, "", "private area is not a TPM2B_PRIVATE")
+	}
+	p := t.parents[pid]
+	if p == nil {
+		if p, err = c.LoadParent(k.Parent, k.RSAParent, parentAuth); err != nil {
+			return nil, err
+		}
+		c.retain(p.Handle)
+		if t.parents == nil {
+			t.parents = map[parentID]*Parent{}
+		}
+		t.parents[pid] = p
+	}
+	l, err := c.loadUnder(k, pub, priv, p)
+	if err != nil {
+		return nil, err
+	}
+	c.retain(l.Handle)
+	if t.keys == nil {
+		t.keys = map[string]*Loaded{}
+	}
+	t.keys[id] = l
+	return l, nil
+}
+
+// forgetKept unloads whatever keep mode still holds and empties its
+// caches. Handles that are already gone are why it is called, so
+// TPM_RC_HANDLE is not an error here; anything else is.
+func (c *Conn) forgetKept() error {
+	t := c.owner
+	handles := []tpm2.TPMHandle{}
+	for _, l := range t.keys {
+		handles = append(handles, l.Handle)
+	}
+	for _, p := range t.parents {
+		if p.Handle>>24 == 0x80 {
+			handles = append(handles, p.Handle)
+		}
+	}
+	t.parents, t.keys = nil, nil
+	for _, h := range handles {
+		if _, err := (tpm2.FlushContext{FlushHandle: h}).Execute(c.tpm); err != nil && !errors.Is(err, tpm2.TPMRCHandle) {
+			return tpmErr("flush kept object", err)
+		}
+	}
+	return nil
+}

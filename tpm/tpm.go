@@ -4,6 +4,8 @@ import (
 	"errors"
 	"io"
 	"os"
+	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -26,6 +28,15 @@ type TPM struct {
 	shared transport.TPM
 
 	caps *Caps // guarded by mu
+
+	// keep holds the connection, the parents and the loaded keys for the
+	// life of the process (until Close): right for a TPM behind a
+	// resource manager, where nobody else waits for our connection and
+	// loaded objects cost nothing. Guarded by mu, like what follows.
+	keep    bool
+	conn    transport.TPMCloser
+	parents map[parentID]*Parent
+	keys    map[string]*Loaded
 	// infoMu guards identity; it is taken before mu.
 	infoMu   sync.Mutex
 	identity *Identity
@@ -42,7 +53,53 @@ func Open(spec Spec) *TPM {
 			}
 		}
 	}
-	return &TPM{spec: spec}
+	return &TPM{spec: spec, keep: spec.Kind == Device && strings.HasPrefix(filepath.Base(spec.Path), "tpmrm")}
+}
+
+// SetKeepOpen turns keeping the connection and loaded keys on or off (see
+// TPM.keep). It is on by default for /dev/tpmrm*. On a TPM without a
+// resource manager it blocks every other user for as long as it is held:
+// only for a single process that owns the TPM (benchmarks, tests).
+func (t *TPM) SetKeepOpen(keep bool) error {
+	if !keep {
+		if err := t.Close(); err != nil {
+			return err
+		}
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.keep = keep
+	return nil
+}
+
+// Close flushes what keep mode holds loaded and closes its connection.
+func (t *TPM) Close() error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.drop(true)
+}
+
+// drop forgets the kept connection; with flush it first unloads the kept
+// objects (pointless when the connection is already lost).
+func (t *TPM) drop(flush bool) error {
+	var errs []error
+	if t.conn != nil && flush {
+		c := &Conn{tpm: retrying{TPMCloser: t.conn, sleep: time.Sleep}, owner: t}
+		for _, l := range t.keys {
+			c.track(l.Handle)
+		}
+		for _, p := range t.parents {
+			if p.Handle>>24 == 0x80 {
+				c.track(p.Handle)
+			}
+		}
+		errs = append(errs, c.finish(nil))
+	}
+	if t.conn != nil {
+		errs = append(errs, t.conn.Close())
+	}
+	t.conn, t.parents, t.keys = nil, nil, nil
+	return errors.Join(errs...)
 }
 
 // FromTransport wraps an open transport (for example the in-process
@@ -68,6 +125,9 @@ type Conn struct {
 func (t *TPM) Do(fn func(c *Conn) error) (err error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	if t.keep {
+		return t.doKept(fn)
+	}
 	if t.shared != nil {
 		c := &Conn{tpm: retrying{TPMCloser: nopCloser{t.shared}, sleep: time.Sleep}, owner: t}
 		return c.finish(fn(c))
@@ -95,6 +155,40 @@ func (t *TPM) Do(fn func(c *Conn) error) (err error) {
 	return err
 }
 
+// doKept runs fn on the kept connection, opening it when needed. A lost
+// connection drops it and everything loaded through it; the next call
+// connects again.
+func (t *TPM) doKept(fn func(c *Conn) error) (err error) {
+	if p := lockPath(t.spec); p != "" {
+		lock, err := acquireLock(p)
+		if err != nil {
+			return err
+		}
+		defer func() { err = errors.Join(err, closeLock(lock)) }()
+	}
+	if t.conn == nil {
+		open := t.open
+		switch {
+		case t.shared != nil:
+			open = func() (transport.TPMCloser, error) { return nopCloser{t.shared}, nil }
+		case open == nil:
+			open = func() (transport.TPMCloser, error) { return dial(t.spec) }
+		}
+		if t.conn, err = open(); err != nil {
+			t.conn = nil
+			return err
+		}
+	}
+	c := &Conn{tpm: retrying{TPMCloser: t.conn, sleep: time.Sleep}, owner: t}
+	err = c.finish(fn(c))
+	if errors.Is(err, ErrUnreachable) {
+		if derr := t.drop(false); derr != nil {
+			err = errors.Join(err, derr)
+		}
+	}
+	return err
+}
+
 func closeLock(f *os.File) error {
 	// Closing the descriptor drops the flock.
 	return f.Close()
@@ -118,6 +212,16 @@ func (c *Conn) finish(opErr error) error {
 
 // track records a transient handle to flush when the operation ends.
 func (c *Conn) track(h tpm2.TPMHandle) { c.loaded = append(c.loaded, h) }
+
+// retain keeps a tracked handle loaded after the operation (keep mode).
+func (c *Conn) retain(h tpm2.TPMHandle) {
+	for i, l := range c.loaded {
+		if l == h {
+			c.loaded = append(c.loaded[:i], c.loaded[i+1:]...)
+			return
+		}
+	}
+}
 
 // flush releases one tracked handle early.
 func (c *Conn) flush(h tpm2.TPMHandle) error {

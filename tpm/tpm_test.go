@@ -383,3 +383,59 @@ func TestBadKeyFiles(t *testing.T) {
 		t.Errorf("missing persistent parent: got %v, want ErrNoParent", err)
 	}
 }
+
+// counting counts the commands sent, by command code.
+type counting struct {
+	transport.TPM
+	n map[tpm2.TPMCC]int
+}
+
+func (c *counting) Send(cmd []byte) ([]byte, error) {
+	c.n[tpm2.TPMCC(binary.BigEndian.Uint32(cmd[6:10]))]++
+	return c.TPM.Send(cmd)
+}
+
+// TestKeepOpen: with a resource manager the parent and key stay loaded,
+// so a signature costs one TPM2_Sign; Close unloads everything.
+func TestKeepOpen(t *testing.T) {
+	k := createKey(t, newSimTPM(t), KeySpec{Type: ECDSA, Bits: 256})
+	cnt := &counting{TPM: sim, n: map[tpm2.TPMCC]int{}}
+	tp := FromTransport(cnt)
+	if err := tp.SetKeepOpen(true); err != nil {
+		t.Fatal(err)
+	}
+	pub, err := PublicKey(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		d := sha256.Sum256([]byte{byte(i)})
+		sig, err := tp.SignDigest(k, nil, nil, d[:], SignOpts{Hash: crypto.SHA256})
+		if err != nil {
+			t.Fatal(err)
+		}
+		verify(t, pub, d[:], sig, SignOpts{Hash: crypto.SHA256})
+	}
+	if cnt.n[tpm2.TPMCCCreatePrimary] != 1 || cnt.n[tpm2.TPMCCLoad] != 1 || cnt.n[tpm2.TPMCCSign] != 3 || cnt.n[tpm2.TPMCCFlushContext] != 0 {
+		t.Errorf("commands %v: want one CreatePrimary and Load, three Signs, no flush", cnt.n)
+	}
+	// Someone else flushes our objects: the next signature reloads.
+	if err := tp.Do(func(c *Conn) error {
+		for _, l := range tp.keys {
+			if err := c.flush(l.Handle); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	d := sha256.Sum256(nil)
+	if _, err := tp.SignDigest(k, nil, nil, d[:], SignOpts{Hash: crypto.SHA256}); err != nil {
+		t.Fatalf("sign after the key was flushed behind our back: %v", err)
+	}
+	if err := tp.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// newSimTPM's cleanup checks that nothing is left loaded.
+}
