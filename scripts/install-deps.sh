@@ -6,7 +6,7 @@ set -euo pipefail
 
 PACKAGES=(
 	swtpm swtpm-tools tpm2-tools tpm2-openssl libssl-dev
-	opensc gnutls-bin p11-kit p11-kit-modules
+	opensc gnutls-bin p11-kit p11-kit-modules libp11-kit-dev
 	openssh-client openssh-server
 	gcc make git ca-certificates
 )

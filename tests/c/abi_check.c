@@ -4,7 +4,8 @@
  *
  * This unit includes our header; abi_p11kit.c includes p11-kit's. Both
  * build the same table from abi_list.h (sizes, signedness, alignments,
- * field offsets, the offset of every CK_FUNCTION_LIST member, constants)
+ * field offsets, the offset of every CK_FUNCTION_LIST member, the
+ * constants of our header and of tests/c/p11consts.h)
  * and main() compares the two row by row. At compile time each unit also
  * asserts that every function pointer, prototype and callback type of its
  * header matches one neutral spelling in plain C, so a parameter that
@@ -19,6 +20,7 @@
 #include <string.h>
 
 #include "pkcs11.h"
+#include "p11consts.h"
 
 #include "abi_list.h"
 

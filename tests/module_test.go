@@ -1,0 +1,166 @@
+package tests
+
+import (
+	"bufio"
+	"io"
+	"os/exec"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestModuleThreads: 8 threads × 200 signatures in one process through the
+// C host, every signature verified with OpenSSL.
+func TestModuleThreads(t *testing.T) {
+	tk := newToken(t, false)
+	out, err := runCHost(t, tk.env, modulePath, "sign", "--threads", "8", "--count", "200")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !regexp.MustCompile(`(?m)^signed=1600 verified=1600 failed=0 `).MatchString(out) {
+		t.Fatalf("want 1600 verified signatures:\n%s", out)
+	}
+	t.Log(lastLine(out, "signed="))
+	tk.noTransient(t)
+}
+
+// TestModuleThreadsPIN: the same with a login and a PIN key among the keys.
+func TestModuleThreadsPIN(t *testing.T) {
+	tk := newToken(t, true)
+	out, err := runCHost(t, tk.env, modulePath, "sign", "--threads", "8", "--count", "50", "--pin", testPIN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !regexp.MustCompile(`(?m)^signed=400 verified=400 failed=0 `).MatchString(out) {
+		t.Fatalf("want 400 verified signatures:\n%s", out)
+	}
+	tk.noTransient(t)
+}
+
+// TestModuleMisuse: NULL pointers, short buffers, bad handles, wrong
+// order, absurd lengths: each gets its precise CK_RV and nothing crashes.
+func TestModuleMisuse(t *testing.T) {
+	tk := newToken(t, true)
+	out, err := runCHost(t, tk.env, modulePath, "misuse", "--pin", testPIN)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	if !regexp.MustCompile(`(?m)^misuse ok=\d+ fail=0 skip=0$`).MatchString(out) {
+		t.Fatalf("misuse summary:\n%s", lastLine(out, "misuse "))
+	}
+	t.Log(lastLine(out, "misuse "))
+}
+
+// TestModuleFork: a child forked after the module was loaded is answered
+// from C and never hangs; the parent keeps working.
+func TestModuleFork(t *testing.T) {
+	tk := newToken(t, false)
+	out, err := runCHost(t, tk.env, modulePath, "fork")
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	for _, want := range []string{"fork result=ok", "child finalize rv=0x00000000", "child initialize rv=0x00000005"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("fork: no %q in\n%s", want, out)
+		}
+	}
+}
+
+// TestModuleTPMRestart: the TPM goes away under a loaded module: the next
+// signature fails with CKR_DEVICE_ERROR and a log line naming the TPM;
+// once the TPM is back the next one works, without reloading the module.
+func TestModuleTPMRestart(t *testing.T) {
+	tk := newToken(t, false)
+	host := buildCHost(t)
+	cmd := exec.Command(host, modulePath, "steps")
+	cmd.Env = tk.env
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdoutPipe, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			if err := cmd.Process.Kill(); err != nil {
+				t.Log(err)
+			}
+			if err := cmd.Wait(); err != nil {
+				t.Log(err)
+			}
+		}
+	})
+	lines := make(chan string)
+	go func() {
+		sc := bufio.NewScanner(stdoutPipe)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+	}()
+	next := func() string {
+		t.Helper()
+		select {
+		case l, ok := <-lines:
+			if !ok {
+				t.Fatalf("p11host exited; stderr:\n%s", stderr.String())
+			}
+			return l
+		case <-time.After(time.Minute):
+			t.Fatal("p11host hung")
+		}
+		return ""
+	}
+	step := func(cmdline, want string) {
+		t.Helper()
+		if _, err := io.WriteString(stdin, cmdline+"\n"); err != nil {
+			t.Fatal(err)
+		}
+		if got := next(); !strings.HasPrefix(got, want) {
+			t.Fatalf("%s: got %q, want %q; stderr:\n%s", cmdline, got, want, stderr.String())
+		}
+	}
+	if got := next(); got != "steps ready" {
+		t.Fatalf("start: %q", got)
+	}
+	step("sign", "step sign rv=0x00000000 name=CKR_OK stage=C_Sign verified=1")
+	if err := tk.tpm.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	step("sign", "step sign rv=0x00000030 name=CKR_DEVICE_ERROR")
+	tk.tpm.Restart(t)
+	step("sign", "step sign rv=0x00000000 name=CKR_OK stage=C_Sign verified=1")
+	if _, err := io.WriteString(stdin, "quit\n"); err != nil {
+		t.Fatal(err)
+	}
+	if got := next(); got != "finalize rv=0x00000000 name=CKR_OK" {
+		t.Errorf("finalize: %q", got)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Errorf("p11host: %v", err)
+	}
+	if !strings.Contains(stderr.String(), "C_Sign: CKR_DEVICE_ERROR: key ") || !strings.Contains(stderr.String(), "swtpm not reachable at "+tk.tpm.Spec) {
+		t.Errorf("no log line naming the lost TPM:\n%s", stderr.String())
+	}
+	if strings.Count(stderr.String(), "\n") != 1 {
+		t.Errorf("want exactly one log line:\n%s", stderr.String())
+	}
+}
+
+func lastLine(out, prefix string) string {
+	lines := strings.Split(out, "\n")
+	for i := len(lines) - 1; i >= 0; i-- {
+		if strings.HasPrefix(lines[i], prefix) {
+			return lines[i]
+		}
+	}
+	return ""
+}
