@@ -18,10 +18,9 @@ type Session struct {
 	handle  uint
 	rw      bool
 	closed  bool
-	find    []uint // handles left to return, nil when no search is active
-	finding bool
-	sign    *signOp
-	verify  *verifyOp
+	find    []uint     // handles left to return
+	finding bool       // a search is active
+	ops     [2]*signOp // the active sign and verify operations, by opKind
 }
 
 // OpenSession is C_OpenSession.
@@ -322,42 +321,6 @@ func (m *Module) GenerateRandom(h uint, b []byte) error {
 	t := m.tpm
 	m.mu.Unlock()
 	return t.Random(b)
-}
-
-// EndSign ends any signing operation in the session after a failure the
-// caller layer found (bad arguments, absurd lengths) and returns err:
-// a failed C_Sign ends the operation (PKCS#11 2.40, 5.12).
-func (m *Module) EndSign(h uint, err error) error {
-	m.mu.Lock()
-	s, serr := m.session(h)
-	m.mu.Unlock()
-	if serr != nil {
-		return serr
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.sign == nil {
-		return rvErr(CKR_OPERATION_NOT_INITIALIZED, "C_Sign without C_SignInit")
-	}
-	s.sign = nil
-	return err
-}
-
-// EndVerify is EndSign for verification.
-func (m *Module) EndVerify(h uint, err error) error {
-	m.mu.Lock()
-	s, serr := m.session(h)
-	m.mu.Unlock()
-	if serr != nil {
-		return serr
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.verify == nil {
-		return rvErr(CKR_OPERATION_NOT_INITIALIZED, "C_Verify without C_VerifyInit")
-	}
-	s.verify = nil
-	return err
 }
 
 // SeedRandom is C_SeedRandom: a TPM's generator takes no seed.

@@ -24,8 +24,6 @@ type signOp struct {
 	update bool      // C_SignUpdate was called: only C_SignFinal may follow
 }
 
-type verifyOp struct{ signOp }
-
 func newOp(p *prepared, k *Key) signOp {
 	op := signOp{p: p, key: k}
 	if p.spec.hash != 0 {
@@ -57,33 +55,44 @@ func (op *signOp) digest(last []byte) ([]byte, crypto.Hash, error) {
 	return op.p.digestFor(in)
 }
 
-// SignInit is C_SignInit.
-func (m *Module) SignInit(h uint, mech Mechanism, key uint) error {
+// opKind tells signing from verifying: both are a mechanism checked
+// against a key, fed data, and ended by a final call.
+type opKind int
+
+const (
+	opSign opKind = iota
+	opVerify
+)
+
+var opNames = [2]string{"C_Sign", "C_Verify"}
+
+// opInit is C_SignInit and C_VerifyInit.
+func (m *Module) opInit(h uint, kind opKind, mech Mechanism, key uint) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	s, err := m.session(h)
 	if err != nil {
 		return err
 	}
-	if s.sign != nil {
-		return rvErr(CKR_OPERATION_ACTIVE, "a signature is already in progress in session %d", h)
+	if s.ops[kind] != nil {
+		return rvErr(CKR_OPERATION_ACTIVE, "a %s operation is already active in session %d", opNames[kind], h)
 	}
 	o, err := m.object(key)
-	if err != nil || o.class != CKO_PRIVATE_KEY {
-		return rvErr(CKR_KEY_HANDLE_INVALID, "object %d is not a private key", key)
+	if err != nil || o.class == CKO_CERTIFICATE || (kind == opSign && o.class != CKO_PRIVATE_KEY) {
+		return rvErr(CKR_KEY_HANDLE_INVALID, "object %d is not a key %s can use", key, opNames[kind])
 	}
 	p, err := prepare(mech, o.key)
 	if err != nil {
 		return err
 	}
 	op := newOp(p, o.key)
-	s.sign = &op
+	s.ops[kind] = &op
 	return nil
 }
 
-// activeSign returns the session and its signing operation, locked: the
-// caller unlocks s.mu.
-func (m *Module) activeSign(h uint) (*Session, *signOp, error) {
+// active returns the session and its operation of that kind, with the
+// session locked: the caller unlocks s.mu.
+func (m *Module) active(h uint, kind opKind) (*Session, *signOp, error) {
 	m.mu.Lock()
 	s, err := m.session(h)
 	m.mu.Unlock()
@@ -95,17 +104,68 @@ func (m *Module) activeSign(h uint) (*Session, *signOp, error) {
 		s.mu.Unlock()
 		return nil, nil, rvErr(CKR_SESSION_CLOSED, "session %d was closed", h)
 	}
-	if s.sign == nil {
+	if s.ops[kind] == nil {
 		s.mu.Unlock()
-		return nil, nil, rvErr(CKR_OPERATION_NOT_INITIALIZED, "C_Sign without C_SignInit")
+		return nil, nil, rvErr(CKR_OPERATION_NOT_INITIALIZED, "%s without %sInit", opNames[kind], opNames[kind])
 	}
-	return s, s.sign, nil
+	return s, s.ops[kind], nil
 }
+
+// endOp ends the operation after a failure the caller layer found (bad
+// arguments, absurd lengths) and returns err: a failed C_Sign or C_Verify
+// ends the operation (PKCS#11 2.40, 5.12-5.13).
+func (m *Module) endOp(h uint, kind opKind, err error) error {
+	s, _, aerr := m.active(h, kind)
+	if aerr != nil {
+		return aerr
+	}
+	defer s.mu.Unlock()
+	s.ops[kind] = nil
+	return err
+}
+
+// update is C_SignUpdate and C_VerifyUpdate.
+func (m *Module) update(h uint, kind opKind, data []byte) error {
+	s, op, err := m.active(h, kind)
+	if err != nil {
+		return err
+	}
+	defer s.mu.Unlock()
+	op.update = true
+	if err := op.add(data); err != nil {
+		s.ops[kind] = nil
+		return err
+	}
+	return nil
+}
+
+// finish takes the operation for its last call, which ends it whatever
+// the outcome; single says the call was C_Sign/C_Verify, not a Final.
+func (m *Module) finish(h uint, kind opKind, single bool) (*signOp, error) {
+	s, op, err := m.active(h, kind)
+	if err != nil {
+		return nil, err
+	}
+	defer s.mu.Unlock()
+	s.ops[kind] = nil
+	if single && op.update {
+		return nil, rvErr(CKR_OPERATION_ACTIVE, "%s after %sUpdate; finish with %sFinal", opNames[kind], opNames[kind], opNames[kind])
+	}
+	return op, nil
+}
+
+// SignInit is C_SignInit.
+func (m *Module) SignInit(h uint, mech Mechanism, key uint) error {
+	return m.opInit(h, opSign, mech, key)
+}
+
+// EndSign ends a signing operation with err (see endOp).
+func (m *Module) EndSign(h uint, err error) error { return m.endOp(h, opSign, err) }
 
 // SignLength is the signature length C_Sign and C_SignFinal will return,
 // for the two-call rule.
 func (m *Module) SignLength(h uint) (int, error) {
-	s, op, err := m.activeSign(h)
+	s, op, err := m.active(h, opSign)
 	if err != nil {
 		return 0, err
 	}
@@ -113,44 +173,24 @@ func (m *Module) SignLength(h uint) (int, error) {
 	return op.p.sigLen, nil
 }
 
-// Sign is C_Sign: it signs data and ends the operation, whatever the
-// outcome.
+// Sign is C_Sign.
 func (m *Module) Sign(h uint, data []byte) ([]byte, error) {
-	s, op, err := m.activeSign(h)
+	op, err := m.finish(h, opSign, true)
 	if err != nil {
 		return nil, err
-	}
-	defer s.mu.Unlock()
-	s.sign = nil
-	if op.update {
-		return nil, rvErr(CKR_OPERATION_ACTIVE, "C_Sign after C_SignUpdate; finish with C_SignFinal")
 	}
 	return m.signDigest(op, data)
 }
 
 // SignUpdate is C_SignUpdate.
-func (m *Module) SignUpdate(h uint, data []byte) error {
-	s, op, err := m.activeSign(h)
-	if err != nil {
-		return err
-	}
-	defer s.mu.Unlock()
-	op.update = true
-	if err := op.add(data); err != nil {
-		s.sign = nil
-		return err
-	}
-	return nil
-}
+func (m *Module) SignUpdate(h uint, data []byte) error { return m.update(h, opSign, data) }
 
 // SignFinal is C_SignFinal.
 func (m *Module) SignFinal(h uint) ([]byte, error) {
-	s, op, err := m.activeSign(h)
+	op, err := m.finish(h, opSign, false)
 	if err != nil {
 		return nil, err
 	}
-	defer s.mu.Unlock()
-	s.sign = nil
 	return m.signDigest(op, nil)
 }
 
@@ -195,79 +235,34 @@ func keyErr(k *Key, err error) error {
 // VerifyInit is C_VerifyInit. Verification is done in software with the
 // public key: it needs no secret, so the TPM is not involved.
 func (m *Module) VerifyInit(h uint, mech Mechanism, key uint) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	s, err := m.session(h)
-	if err != nil {
-		return err
-	}
-	if s.verify != nil {
-		return rvErr(CKR_OPERATION_ACTIVE, "a verification is already in progress in session %d", h)
-	}
-	o, err := m.object(key)
-	if err != nil || o.class == CKO_CERTIFICATE {
-		return rvErr(CKR_KEY_HANDLE_INVALID, "object %d is not a key", key)
-	}
-	p, err := prepare(mech, o.key)
-	if err != nil {
-		return err
-	}
-	s.verify = &verifyOp{newOp(p, o.key)}
-	return nil
+	return m.opInit(h, opVerify, mech, key)
 }
 
-func (m *Module) activeVerify(h uint) (*Session, *verifyOp, error) {
-	m.mu.Lock()
-	s, err := m.session(h)
-	m.mu.Unlock()
-	if err != nil {
-		return nil, nil, err
-	}
-	s.mu.Lock()
-	if s.verify == nil {
-		s.mu.Unlock()
-		return nil, nil, rvErr(CKR_OPERATION_NOT_INITIALIZED, "C_Verify without C_VerifyInit")
-	}
-	return s, s.verify, nil
-}
+// EndVerify ends a verification with err (see endOp).
+func (m *Module) EndVerify(h uint, err error) error { return m.endOp(h, opVerify, err) }
 
 // Verify is C_Verify.
 func (m *Module) Verify(h uint, data, sig []byte) error {
-	s, op, err := m.activeVerify(h)
+	op, err := m.finish(h, opVerify, true)
 	if err != nil {
 		return err
 	}
-	defer s.mu.Unlock()
-	s.verify = nil
 	return op.check(data, sig)
 }
 
 // VerifyUpdate is C_VerifyUpdate.
-func (m *Module) VerifyUpdate(h uint, data []byte) error {
-	s, op, err := m.activeVerify(h)
-	if err != nil {
-		return err
-	}
-	defer s.mu.Unlock()
-	if err := op.add(data); err != nil {
-		s.verify = nil
-		return err
-	}
-	return nil
-}
+func (m *Module) VerifyUpdate(h uint, data []byte) error { return m.update(h, opVerify, data) }
 
 // VerifyFinal is C_VerifyFinal.
 func (m *Module) VerifyFinal(h uint, sig []byte) error {
-	s, op, err := m.activeVerify(h)
+	op, err := m.finish(h, opVerify, false)
 	if err != nil {
 		return err
 	}
-	defer s.mu.Unlock()
-	s.verify = nil
 	return op.check(nil, sig)
 }
 
-func (op *verifyOp) check(last, sig []byte) error {
+func (op *signOp) check(last, sig []byte) error {
 	digest, h, err := op.digest(last)
 	if err != nil {
 		return err

@@ -42,6 +42,12 @@ func CheckKeyFile(k *keyfile.Key) error {
 
 // LoadKey loads a key file's key under its parent.
 func (c *Conn) LoadKey(k *keyfile.Key, parentAuth []byte) (*Loaded, error) {
+	return c.loadKey(k, func() (*Parent, error) { return c.LoadParent(k.Parent, k.RSAParent, parentAuth) })
+}
+
+// loadKey checks a key file and loads it under the parent that parent
+// gives.
+func (c *Conn) loadKey(k *keyfile.Key, parent func() (*Parent, error)) (*Loaded, error) {
 	if err := CheckKeyFile(k); err != nil {
 		return nil, err
 	}
@@ -53,14 +59,10 @@ func (c *Conn) LoadKey(k *keyfile.Key, parentAuth []byte) (*Loaded, error) {
 	if err != nil {
 		return nil, newErr(ErrBadKey, err, "", "private area is not a TPM2B_PRIVATE")
 	}
-	p, err := c.LoadParent(k.Parent, k.RSAParent, parentAuth)
+	p, err := parent()
 	if err != nil {
 		return nil, err
 	}
-	return c.loadUnder(k, pub, priv, p)
-}
-
-func (c *Conn) loadUnder(k *keyfile.Key, pub *tpm2.TPMTPublic, priv *tpm2.TPM2BPrivate, p *Parent) (*Loaded, error) {
 	rsp, err := tpm2.Load{
 		ParentHandle: p.authHandle(false),
 		InPrivate:    *priv,
@@ -246,20 +248,12 @@ func (c *Conn) loadForSign(k *keyfile.Key, parentAuth []byte) (*Loaded, error) {
 	if l := t.keys[id]; l != nil {
 		return l, nil
 	}
-	if err := CheckKeyFile(k); err != nil {
-		return nil, err
-	}
-	pub, err := KeyPublic(k)
-	if err != nil {
-		return nil, err
-	}
-	priv, err := tpm2.Unmarshal[tpm2.TPM2BPrivate](k.Private)
-	if err != nil {
-		return nil, newErr(ErrBadKey, err, "", "private area is not a TPM2B_PRIVATE")
-	}
-	p := t.parents[pid]
-	if p == nil {
-		if p, err = c.LoadParent(k.Parent, k.RSAParent, parentAuth); err != nil {
+	l, err := c.loadKey(k, func() (*Parent, error) {
+		if p := t.parents[pid]; p != nil {
+			return p, nil
+		}
+		p, err := c.LoadParent(k.Parent, k.RSAParent, parentAuth)
+		if err != nil {
 			return nil, err
 		}
 		c.retain(p.Handle)
@@ -267,8 +261,8 @@ func (c *Conn) loadForSign(k *keyfile.Key, parentAuth []byte) (*Loaded, error) {
 			t.parents = map[parentID]*Parent{}
 		}
 		t.parents[pid] = p
-	}
-	l, err := c.loadUnder(k, pub, priv, p)
+		return p, nil
+	})
 	if err != nil {
 		return nil, err
 	}
