@@ -123,7 +123,9 @@ const (
 	CKA_EC_POINT             = 0x181
 	CKA_ALWAYS_AUTHENTICATE  = 0x202
 	CKA_WRAP_WITH_TRUSTED    = 0x210
-	CKA_ALLOWED_MECHANISMS   = 0x40000600
+	// CKA_ALLOWED_MECHANISMS is not offered: p11-kit's RPC (0.24) cannot
+	// carry array attributes, so a forwarded token would answer
+	// CKR_DEVICE_ERROR for it.
 )
 
 // Mechanisms.

@@ -133,14 +133,6 @@ func ulong(v uint) []byte {
 	return b
 }
 
-func ulongs(vs []uint) []byte {
-	var out []byte
-	for _, v := range vs {
-		out = append(out, ulong(v)...)
-	}
-	return out
-}
-
 func boolean(v bool) []byte {
 	if v {
 		return []byte{1}
@@ -183,15 +175,6 @@ func ecPoint(k *ecdsa.PublicKey) []byte {
 		return nil
 	}
 	return der
-}
-
-// mechanismsFor lists the signing mechanisms a key can be used with.
-func mechanismsFor(k *Key) []uint {
-	if _, ok := k.Public.(*rsa.PublicKey); ok {
-		return []uint{CKM_RSA_PKCS, CKM_SHA1_RSA_PKCS, CKM_SHA256_RSA_PKCS, CKM_SHA384_RSA_PKCS, CKM_SHA512_RSA_PKCS,
-			CKM_RSA_PKCS_PSS, CKM_SHA1_RSA_PKCS_PSS, CKM_SHA256_RSA_PKCS_PSS, CKM_SHA384_RSA_PKCS_PSS, CKM_SHA512_RSA_PKCS_PSS}
-	}
-	return []uint{CKM_ECDSA, CKM_ECDSA_SHA1, CKM_ECDSA_SHA256, CKM_ECDSA_SHA384, CKM_ECDSA_SHA512}
 }
 
 // sensitiveAttrs are private key parts a TPM key never reveals.
@@ -249,8 +232,6 @@ func (o *object) attr(t uint) ([]byte, uint) {
 		return ulong(CKM_EC_KEY_PAIR_GEN), CKR_OK
 	case CKA_DERIVE:
 		return boolean(false), CKR_OK
-	case CKA_ALLOWED_MECHANISMS:
-		return ulongs(mechanismsFor(k)), CKR_OK
 	case CKA_PUBLIC_KEY_INFO:
 		return bytes.Clone(k.spki), CKR_OK
 	}
