@@ -10,7 +10,7 @@ DESTDIR ?=
 GO      ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
 LDFLAGS := -X github.com/simple-tpm-pk11/simple-tpm-pk11/internal/cli.Version=$(VERSION)
-CMDS    := stpm-keygen stpm-sign stpm-verify
+CMDS    := stpm-keygen stpm-sign stpm-verify stpm-bridge
 MODULE  := libsimple-tpm-pk11.so
 # Each fuzz target runs this long in `make fuzz`.
 FUZZTIME ?= 20s
@@ -52,13 +52,21 @@ fuzz:
 	$(GO) test ./keybackup/ -run '^$$' -fuzz FuzzDecrypt -fuzztime $(FUZZTIME)
 	$(GO) test ./config/ -run '^$$' -fuzz FuzzParse -fuzztime $(FUZZTIME)
 
+# The p11-kit module file names the installed path (without DESTDIR). p11-kit
+# reads /usr/share/p11-kit/modules: a PREFIX=/usr install is picked up as
+# is; other prefixes register with "stpm-bridge register".
+P11KIT_MODULES := $(PREFIX)/share/p11-kit/modules
+
 install: build
-	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(P11KIT_MODULES)
 	install -m 0755 $(addprefix bin/,$(CMDS)) $(DESTDIR)$(PREFIX)/bin/
 	install -m 0644 lib/$(MODULE) $(DESTDIR)$(PREFIX)/lib/
+	sed 's|@LIBDIR@|$(PREFIX)/lib|' contrib/simple-tpm-pk11.module.in > $(DESTDIR)$(P11KIT_MODULES)/simple-tpm-pk11.module
+	chmod 0644 $(DESTDIR)$(P11KIT_MODULES)/simple-tpm-pk11.module
 
 uninstall:
-	rm -f $(addprefix $(DESTDIR)$(PREFIX)/bin/,$(CMDS)) $(DESTDIR)$(PREFIX)/lib/$(MODULE)
+	rm -f $(addprefix $(DESTDIR)$(PREFIX)/bin/,$(CMDS)) $(DESTDIR)$(PREFIX)/lib/$(MODULE) \
+		$(DESTDIR)$(P11KIT_MODULES)/simple-tpm-pk11.module
 
 clean:
 	rm -rf bin lib

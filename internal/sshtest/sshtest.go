@@ -71,8 +71,9 @@ type Server struct {
 	Port           int
 	Dir            string // config, host key, known_hosts, authorized_keys, sshd.log
 	PID            int    // PID of the listening sshd
-	User           string // login name to use: the current user
+	User           string // login name to use: the current user, or OpenTo's
 	AuthorizedKeys string // path of the AuthorizedKeysFile
+	shared         bool   // OpenTo was called: files readable by others
 
 	knownHosts string
 	proc       *proc
@@ -237,13 +238,44 @@ func (s *Server) SetAuthorizedKeys(t testing.TB, lines []string) {
 		b.WriteByte('\n')
 	}
 	tmp := s.AuthorizedKeys + ".tmp"
-	if err := os.WriteFile(tmp, []byte(b.String()), 0o600); err != nil {
+	mode := os.FileMode(0o600)
+	if s.shared {
+		mode = 0o644
+	}
+	if err := os.WriteFile(tmp, []byte(b.String()), mode); err != nil {
+		t.Fatalf("sshtest: %v", err)
+	}
+	if err := os.Chmod(tmp, mode); err != nil {
 		t.Fatalf("sshtest: %v", err)
 	}
 	if err := os.Rename(tmp, s.AuthorizedKeys); err != nil {
 		t.Fatalf("sshtest: %v", err)
 	}
 }
+
+// OpenTo lets another local user log in: sshd reads authorized_keys as
+// the user logging in, so the server's directory (and the test
+// directories above it) become traversable and authorized_keys and
+// known_hosts readable; SSHArgs then log in as user.
+func (s *Server) OpenTo(t testing.TB, user string) {
+	t.Helper()
+	s.shared = true
+	s.User = user
+	tmp := filepath.Clean(os.TempDir())
+	for d := s.Dir; d != tmp && d != "/" && strings.HasPrefix(d, tmp+"/"); d = filepath.Dir(d) {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatalf("sshtest: %v", err)
+		}
+	}
+	for _, f := range []string{s.AuthorizedKeys, s.knownHosts} {
+		if err := os.Chmod(f, 0o644); err != nil {
+			t.Fatalf("sshtest: %v", err)
+		}
+	}
+}
+
+// KnownHosts is a known_hosts file that names this server's host key.
+func (s *Server) KnownHosts() string { return s.knownHosts }
 
 // Log returns the sshd log so far (LogLevel DEBUG1).
 func (s *Server) Log() string {

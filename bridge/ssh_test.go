@@ -1,0 +1,116 @@
+package bridge
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+func TestSplitSSHArgs(t *testing.T) {
+	for _, tc := range []struct {
+		args          []string
+		opts          []string
+		host          string
+		command       []string
+		wantErrSubstr string
+	}{
+		{args: []string{"host"}, host: "host"},
+		{args: []string{"-v", "host", "ls", "-l"}, opts: []string{"-v"}, host: "host", command: []string{"ls", "-l"}},
+		{args: []string{"-p", "22", "-o", "BatchMode=yes", "u@h", "true"}, opts: []string{"-p", "22", "-o", "BatchMode=yes"}, host: "u@h", command: []string{"true"}},
+		{args: []string{"-vp22", "h"}, opts: []string{"-vp22"}, host: "h"},
+		{args: []string{"-vp", "22", "h"}, opts: []string{"-vp", "22"}, host: "h"},
+		{args: []string{"-A", "-i", "k", "--", "h", "cmd"}, opts: []string{"-A", "-i", "k"}, host: "h", command: []string{"cmd"}},
+		{args: []string{"-p"}, wantErrSubstr: "ssh option -p needs an argument"},
+		{args: []string{"-v"}, wantErrSubstr: "no host given"},
+		{args: nil, wantErrSubstr: "no host given"},
+	} {
+		opts, host, command, err := splitSSHArgs(tc.args)
+		if tc.wantErrSubstr != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.wantErrSubstr) {
+				t.Errorf("%q: err %v, want %q", tc.args, err, tc.wantErrSubstr)
+			}
+			continue
+		}
+		if err != nil || host != tc.host || !sameStrings(opts, tc.opts) || !sameStrings(command, tc.command) {
+			t.Errorf("%q: got %q %q %q %v", tc.args, opts, host, command, err)
+		}
+	}
+}
+
+func sameStrings(a, b []string) bool {
+	return len(a) == len(b) && (len(a) == 0 || reflect.DeepEqual(a, b))
+}
+
+// TestRemoteScript runs the remote side locally with sh: the command sees
+// the address, the stable link is made when ~/.simple-tpm-pk11 exists and
+// removed afterwards with the socket, and the exit status is kept.
+func TestRemoteScript(t *testing.T) {
+	home := t.TempDir()
+	if err := os.Mkdir(filepath.Join(home, ".simple-tpm-pk11"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(t.TempDir(), "it's a sock")
+	if err := os.WriteFile(sock, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(home, ".simple-tpm-pk11", forwardedName)
+	for _, tc := range []struct {
+		command string
+		status  int
+	}{
+		{`echo "$P11_KIT_SERVER_ADDRESS"; readlink "$HOME/.simple-tpm-pk11/forwarded.sock"; exit 3`, 3},
+		{`echo "$P11_KIT_SERVER_ADDRESS"; readlink "$HOME/.simple-tpm-pk11/forwarded.sock"`, 0},
+		{`echo "$P11_KIT_SERVER_ADDRESS"; readlink "$HOME/.simple-tpm-pk11/forwarded.sock"; false`, 1},
+	} {
+		if err := os.WriteFile(sock, nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command("sh", "-c", remoteScript(sock, tc.command))
+		cmd.Env = []string{"HOME=" + home, "PATH=" + os.Getenv("PATH")}
+		out, err := cmd.Output()
+		status := 0
+		if ee, ok := err.(*exec.ExitError); ok {
+			status = ee.ExitCode()
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		want := "unix:path=" + sock + "\n" + sock + "\n"
+		if string(out) != want || status != tc.status {
+			t.Errorf("%s: got %q status %d, want %q status %d", tc.command, out, status, want, tc.status)
+		}
+		for _, p := range []string{sock, link} {
+			if _, err := os.Lstat(p); !os.IsNotExist(err) {
+				t.Errorf("%s: %s not removed after the command: %v", tc.command, p, err)
+			}
+		}
+	}
+}
+
+// TestRemoteScriptKeepsRealSockets: when the remote home is the local one
+// (a bridge to the same machine, NFS homes), the script must not replace
+// anything but its own link, or the forward would loop into itself.
+func TestRemoteScriptKeepsRealSockets(t *testing.T) {
+	home := t.TempDir()
+	dir := filepath.Join(home, ".simple-tpm-pk11")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	real := filepath.Join(dir, forwardedName)
+	if err := os.WriteFile(real, []byte("not ours"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("sh", "-c", remoteScript(filepath.Join(t.TempDir(), "s.sock"), "true"))
+	cmd.Env = []string{"HOME=" + home, "PATH=" + os.Getenv("PATH")}
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	if b, err := os.ReadFile(real); err != nil || string(b) != "not ours" {
+		t.Errorf("the file at %s was replaced: %q %v", real, b, err)
+	}
+	if socketName == forwardedName {
+		t.Error("the local socket and the remote link must have different names")
+	}
+}
