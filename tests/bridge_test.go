@@ -324,18 +324,7 @@ func TestP11KitServer(t *testing.T) {
 	}
 	client := clientModule(t)
 	tk := newToken(t, false)
-	srvSock := filepath.Join(sshtest.SocketDir(t), "p11.sock")
-	ps, err := p11kit.StartServer(context.Background(), p11kit.ServerOptions{
-		Module: modulePath, Socket: srvSock, URI: "pkcs11:token=simple-tpm-pk11", Env: tk.env,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := ps.Stop(); err != nil {
-			t.Error(err)
-		}
-	})
+	ps := startServer(t, tk.env)
 	clientEnv := append(cleanEnv(), "P11_KIT_SERVER_ADDRESS="+ps.Address, "HOME="+t.TempDir())
 	run := func(name string, args ...string) string {
 		t.Helper()

@@ -8,7 +8,6 @@ package tests
 
 import (
 	"bufio"
-	"bytes"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -27,11 +26,8 @@ import (
 	"math/big"
 	"net"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -40,9 +36,6 @@ import (
 	"golang.org/x/crypto/ssh"
 )
 
-// p11KitClient is the p11-kit RPC client module crypto11 loads.
-const p11KitClient = "/usr/lib/x86_64-linux-gnu/pkcs11/p11-kit-client.so"
-
 // c11Timeout bounds every single crypto11 call, server start and stop.
 const c11Timeout = time.Minute
 
@@ -50,93 +43,14 @@ const c11Timeout = time.Minute
 func c11Need(t *testing.T) {
 	t.Helper()
 	need(t, "p11-kit")
-	if _, err := os.Stat(p11KitClient); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("%s: %v: run scripts/install-deps.sh", p11KitClient, err)
-		}
-		t.Skipf("%s: %v: run scripts/install-deps.sh", p11KitClient, err)
-	}
+	clientModule(t)
 }
 
-// syncBuffer collects a child's output while it runs.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-// startP11KitServer runs `p11-kit server` in the foreground with our
-// module, exporting only our token, on a socket in a short private
-// directory. It returns the address for P11_KIT_SERVER_ADDRESS. The
-// server and the p11-kit-remote children it forks (one per connection,
-// each loading the module) share a process group, which the cleanup
-// stops: SIGTERM, then SIGKILL. The server's output (the module logs to
-// stderr with the token's environment) is shown if the test failed.
+// startP11KitServer exports the token with p11-kit server, stopped at
+// the end of the test, and returns its address.
 func startP11KitServer(t *testing.T, env []string) (address string) {
 	t.Helper()
-	dir, err := os.MkdirTemp("", "c11-") // short: a unix socket path has at most 107 bytes
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	sock := filepath.Join(dir, "s")
-	var out syncBuffer
-	cmd := exec.Command("p11-kit", "server", "-f", "-n", sock, "--provider", modulePath, "pkcs11:token=simple-tpm-pk11")
-	cmd.Env = env
-	cmd.Stdout, cmd.Stderr = &out, &out
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("p11-kit server: %v", err)
-	}
-	pid := cmd.Process.Pid
-	exited := make(chan struct{})
-	go func() {
-		_ = cmd.Wait()
-		close(exited)
-	}()
-	t.Cleanup(func() {
-		// The whole group: the server and its p11-kit-remote children.
-		_ = syscall.Kill(-pid, syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(5 * time.Second):
-			t.Errorf("p11-kit server (pid %d) ignored SIGTERM; killing it", pid)
-			_ = syscall.Kill(-pid, syscall.SIGKILL)
-			<-exited
-		}
-		// Children that outlived the server.
-		_ = syscall.Kill(-pid, syscall.SIGKILL)
-		if t.Failed() {
-			t.Logf("p11-kit server output:\n%s", out.String())
-		}
-	})
-	deadline := time.Now().Add(c11Timeout)
-	for {
-		select {
-		case <-exited:
-			t.Fatalf("p11-kit server exited at start:\n%s", out.String())
-		default:
-		}
-		if c, err := net.DialTimeout("unix", sock, time.Second); err == nil {
-			c.Close()
-			return "unix:path=" + sock
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("p11-kit server: %s does not accept connections after %v:\n%s", sock, c11Timeout, out.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	return startServer(t, env).Address
 }
 
 // within runs f and fails the test if it takes longer than c11Timeout. A
@@ -169,7 +83,7 @@ func within[T any](t *testing.T, what string, f func() (T, error)) (T, error) {
 func c11Configure(t *testing.T, address string, cfg crypto11.Config) (*crypto11.Context, func(), error) {
 	t.Helper()
 	t.Setenv("P11_KIT_SERVER_ADDRESS", address)
-	cfg.Path = p11KitClient
+	cfg.Path = clientModule(t)
 	cfg.TokenLabel = "simple-tpm-pk11"
 	cfg.PoolWaitTimeout = c11Timeout
 	ctx, err := within(t, "crypto11.Configure", func() (*crypto11.Context, error) { return crypto11.Configure(&cfg) })

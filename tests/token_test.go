@@ -2,6 +2,7 @@ package tests
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha1"
 	"crypto/sha256"
 	"crypto/sha512"
@@ -15,7 +16,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/simple-tpm-pk11/simple-tpm-pk11/internal/sshtest"
 	"github.com/simple-tpm-pk11/simple-tpm-pk11/internal/swtpmtest"
+	"github.com/simple-tpm-pk11/simple-tpm-pk11/p11kit"
 	"golang.org/x/crypto/ssh"
 )
 
@@ -331,4 +334,25 @@ func TestSSHKeygenD(t *testing.T) {
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("ssh-keygen -D:\n%s\nwant the keys of the .pub files", out)
 	}
+}
+
+// startServer runs p11-kit server for the module with env (the token's),
+// on a socket in a short temporary directory, until the test ends.
+func startServer(t testing.TB, env []string) *p11kit.Server {
+	t.Helper()
+	ps, err := p11kit.StartServer(context.Background(), p11kit.ServerOptions{
+		Module: modulePath,
+		Socket: filepath.Join(sshtest.SocketDir(t), "p11.sock"),
+		URI:    "pkcs11:token=simple-tpm-pk11",
+		Env:    env,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := ps.Stop(); err != nil {
+			t.Error(err)
+		}
+	})
+	return ps
 }
