@@ -1,7 +1,8 @@
 # simple-tpm-pk11: keep an ssh key inside the TPM.
 #
 #   make demo    make a key in the TPM (or a throwaway swtpm) and sign with it
-#   make test    every test, against real swtpm, openssl and tpm2-tools
+#   make test    every test, against real swtpm, openssl and tpm2-tools, then
+#                each fuzz target for FUZZTIME
 #   make build   the commands, into bin/
 #   make install PREFIX=/usr/local [DESTDIR=...]
 
@@ -12,8 +13,10 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo deve
 LDFLAGS := -X github.com/simple-tpm-pk11/simple-tpm-pk11/internal/cli.Version=$(VERSION)
 CMDS    := stpm-keygen stpm-sign stpm-verify stpm-bridge
 MODULE  := libsimple-tpm-pk11.so
-# Each fuzz target runs this long in `make fuzz`.
-FUZZTIME ?= 20s
+# Each fuzz target runs this long in `make fuzz` (and so in `make test`).
+FUZZTIME ?= 15s
+FUZZ    := keyfile:FuzzParse keybackup:FuzzDecrypt config:FuzzParse \
+	p11:FuzzParseDigestInfo p11:FuzzPSSParams p11:FuzzFindTemplate
 
 export PATH := /usr/local/go/bin:$(PATH)
 
@@ -40,6 +43,7 @@ lint:
 # tool into a failure instead of a skip.
 test: deps lint
 	$(GO) test -race -timeout 15m ./...
+	@$(MAKE) --no-print-directory fuzz
 
 unit:
 	$(GO) test -race ./tpm/ ./keyfile/ ./keybackup/ ./config/ ./internal/cli/
@@ -47,10 +51,13 @@ unit:
 demo: deps build
 	@bash scripts/demo.sh
 
+# Anything a fuzzer finds lands in PKG/testdata/fuzz and from then on runs
+# as a regression test in every `go test`.
 fuzz:
-	$(GO) test ./keyfile/ -run '^$$' -fuzz FuzzParse -fuzztime $(FUZZTIME)
-	$(GO) test ./keybackup/ -run '^$$' -fuzz FuzzDecrypt -fuzztime $(FUZZTIME)
-	$(GO) test ./config/ -run '^$$' -fuzz FuzzParse -fuzztime $(FUZZTIME)
+	@for t in $(FUZZ); do \
+		echo "fuzz $$t for $(FUZZTIME)"; \
+		$(GO) test ./$${t%%:*}/ -run '^$$' -fuzz "^$${t#*:}\$$" -fuzztime $(FUZZTIME) || exit 1; \
+	done
 
 # The p11-kit module file names the installed path (without DESTDIR). p11-kit
 # reads /usr/share/p11-kit/modules: a PREFIX=/usr install is picked up as

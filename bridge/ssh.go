@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -130,6 +131,10 @@ func SSH(ctx context.Context, o SSHOptions) (int, error) {
 	if p11kit.Listening(local) {
 		o.Warn("using the running server at %s", local)
 	} else {
+		// A server of this session's own, on a socket of its own: a
+		// second session to the same or another host at the same time
+		// must not lose its token when this one ends.
+		local = filepath.Join(filepath.Dir(local), fmt.Sprintf("bridge-%d.sock", os.Getpid()))
 		server, err = StartServer(ctx, ServeOptions{Socket: local, Module: o.Module})
 		if err != nil {
 			return 0, err

@@ -51,7 +51,7 @@ var (
 
 const testPIN = "1234"
 
-func makeKeys(t *testing.T) string {
+func makeKeys(t testing.TB) string {
 	t.Helper()
 	keysOnce.Do(func() {
 		keyDir, keysErr = os.MkdirTemp("", "p11test")
@@ -126,7 +126,7 @@ func writeCert(keyPath, certPath string) error {
 
 // newModule returns an initialized module whose config is text (key paths
 // relative to the test keys).
-func newModule(t *testing.T, text string) (*Module, *bytes.Buffer) {
+func newModule(t testing.TB, text string) (*Module, *bytes.Buffer) {
 	t.Helper()
 	dir := makeKeys(t)
 	m := New()

@@ -8,6 +8,7 @@ import (
 	"os/user"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -169,8 +170,8 @@ func TestBridgeSSH(t *testing.T) {
 				t.Errorf("sshd did not accept the TPM key %s:\n%s", tc.key, tail(srv.Log(), 30))
 			}
 			// Nothing left behind: the session's server and both sockets.
-			if exists(tk.path("bridge.sock")) {
-				t.Error("the local socket is still there after the session")
+			if left, _ := filepath.Glob(tk.path("bridge*.sock")); len(left) > 0 { // the pattern is valid
+				t.Errorf("local sockets left after the session: %v", left)
 			}
 			if after := remoteSockets(t); len(after) > len(before) {
 				t.Errorf("forwarded sockets left in /tmp: %v", after)
@@ -389,5 +390,82 @@ func TestBridgeInteractive(t *testing.T) {
 	}
 	if !regexp.MustCompile(`ADDR=unix:path=/tmp/stpm-bridge\.[0-9a-f]+\.sock`).Match(out) || !strings.Contains(string(out), "/dev/pts/") {
 		t.Errorf("no terminal or no address in the remote shell:\n%s", out)
+	}
+}
+
+// TestBridgeConcurrent: two bridge sessions at once each have their own
+// server; when the first ends, the second keeps its token.
+func TestBridgeConcurrent(t *testing.T) {
+	for _, tool := range []string{"ssh", "p11-kit", "runuser"} {
+		need(t, tool)
+	}
+	u := testUser(t)
+	client := clientModule(t)
+	tk := newToken(t, false)
+	srv := sshtest.StartServer(t, nil)
+	srv.OpenTo(t, u.Username)
+	key, pub := fileKey(t)
+	srv.SetAuthorizedKeys(t, []string{pub, tk.pub(t, "ec256")})
+	nested := nestedSSH(t, srv, client, "")
+	outer := srv.SSHArgs("-i", key, "-o", "BatchMode=yes")
+	type result struct {
+		out, errOut string
+		err         error
+	}
+	short, long := make(chan result, 1), make(chan result, 1)
+	go func() {
+		o, e, err := runBridge(t, tk, slices.Concat(outer, []string{nested})...)
+		short <- result{o, e, err}
+	}()
+	go func() {
+		// Signs again after the short session has ended.
+		o, e, err := runBridge(t, tk, slices.Concat(outer, []string{nested + "; sleep 2; " + nested})...)
+		long <- result{o, e, err}
+	}()
+	for name, ch := range map[string]chan result{"short": short, "long": long} {
+		r := <-ch
+		want := map[string]int{"short": 1, "long": 2}[name]
+		if r.err != nil || strings.Count(r.out, "nested-ok") != want {
+			t.Errorf("%s session: %v\nstdout: %s\nstderr: %s", name, r.err, r.out, r.errOut)
+		}
+	}
+}
+
+// TestBridgeServerKilled: the local server dies during a session: the
+// user is told, the session ends normally, nothing is left behind.
+func TestBridgeServerKilled(t *testing.T) {
+	for _, tool := range []string{"ssh", "p11-kit", "runuser", "pkill"} {
+		need(t, tool)
+	}
+	u := testUser(t)
+	client := clientModule(t)
+	tk := newToken(t, false)
+	srv := sshtest.StartServer(t, nil)
+	srv.OpenTo(t, u.Username)
+	key, pub := fileKey(t)
+	srv.SetAuthorizedKeys(t, []string{pub, tk.pub(t, "ec256")})
+	nested := nestedSSH(t, srv, client, "")
+	outer := srv.SSHArgs("-i", key, "-o", "BatchMode=yes")
+	done := make(chan struct{})
+	var stdout, stderr string
+	var err error
+	go func() {
+		defer close(done)
+		stdout, stderr, err = runBridge(t, tk, append(outer, "sleep 2; "+nested+" || echo nested-failed")...)
+	}()
+	time.Sleep(time.Second)
+	// p11-kit-server runs with argv[0] "server".
+	if out, kerr := exec.Command("pkill", "-TERM", "-f", "^server .*-n "+regexp.QuoteMeta(tk.dir)).CombinedOutput(); kerr != nil {
+		t.Fatalf("pkill: %v %s", kerr, out)
+	}
+	<-done
+	if err != nil || !strings.Contains(stdout, "nested-failed") {
+		t.Errorf("session: %v\nstdout: %s\nstderr: %s", err, stdout, stderr)
+	}
+	if !strings.Contains(stderr, "stpm-bridge: the local p11-kit server stopped: the forwarded token is gone for this session") {
+		t.Errorf("no word about the dead server:\n%s", stderr)
+	}
+	if left, _ := filepath.Glob(tk.path("bridge*.sock")); len(left) > 0 { // the pattern is valid
+		t.Errorf("local sockets left: %v", left)
 	}
 }

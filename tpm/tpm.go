@@ -149,6 +149,14 @@ func (t *TPM) Do(fn func(c *Conn) error) (err error) {
 	}
 	c := &Conn{tpm: retrying{TPMCloser: raw, sleep: time.Sleep}, owner: t}
 	err = c.finish(fn(c))
+	if t.spec.Kind != Device && (errors.Is(err, tpm2.TPMRCObjectMemory) || errors.Is(err, tpm2.TPMRCSessionMemory)) {
+		// swtpm has no resource manager and serves one client at a time,
+		// and we hold the lock: whatever else is loaded was left by a
+		// client that died. Unload it and try once more.
+		if ferr := c.flushLeftovers(); ferr == nil {
+			err = c.finish(fn(c))
+		}
+	}
 	if cerr := raw.Close(); cerr != nil && err == nil {
 		err = newErr(ErrUnreachable, cerr, "", "closing TPM connection to %s: %v", t.spec, cerr)
 	}
@@ -254,6 +262,30 @@ func (c *Conn) connErr(err error) error {
 			"connection to TPM at %s lost: %s", c.owner.spec, causeText(err))
 	}
 	return err
+}
+
+// flushLeftovers unloads every transient object and session in the TPM.
+// Only for a TPM we hold exclusively (swtpm under our lock).
+func (c *Conn) flushLeftovers() error {
+	for _, first := range []tpm2.TPMHandle{tpm2.TPMHandle(tpm2.TPMHTTransient) << 24, tpm2.TPMHandle(tpm2.TPMHTHMACSession) << 24, tpm2.TPMHandle(tpm2.TPMHTPolicySession) << 24} {
+		rsp, err := tpm2.GetCapability{Capability: tpm2.TPMCapHandles, Property: uint32(first), PropertyCount: 64}.Execute(c.tpm)
+		if err != nil {
+			return tpmErr("list leftover handles", err)
+		}
+		hs, err := rsp.CapabilityData.Data.Handles()
+		if err != nil {
+			return tpmErr("list leftover handles", err)
+		}
+		for _, h := range hs.Handle {
+			if h>>24 != first>>24 {
+				continue
+			}
+			if _, err := (tpm2.FlushContext{FlushHandle: h}).Execute(c.tpm); err != nil {
+				return tpmErr("flush leftover handle", err)
+			}
+		}
+	}
+	return nil
 }
 
 // Transport exposes the raw connection for commands this package does not

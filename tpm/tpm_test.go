@@ -1,6 +1,7 @@
 package tpm
 
 import (
+	"bytes"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -438,4 +439,63 @@ func TestKeepOpen(t *testing.T) {
 		t.Fatal(err)
 	}
 	// newSimTPM's cleanup checks that nothing is left loaded.
+}
+
+// capturing records every command sent to the TPM.
+type capturing struct {
+	transport.TPM
+	sent [][]byte
+}
+
+func (c *capturing) Send(cmd []byte) ([]byte, error) {
+	c.sent = append(c.sent, append([]byte(nil), cmd...))
+	return c.TPM.Send(cmd)
+}
+
+// TestPINNeverInClear inspects every byte sent to the TPM while keys with
+// a PIN (and a parent with an auth value) are created, imported and used:
+// the PIN must never appear, only HMACs and encrypted parameters.
+func TestPINNeverInClear(t *testing.T) {
+	newSimTPM(t) // checks for leftovers at the end
+	pin := []byte("pin-7f3a-SECRET")
+	cap := &capturing{TPM: sim}
+	tp := FromTransport(cap)
+	var keys []*keyfile.Key
+	err := tp.Do(func(c *Conn) error {
+		k, err := c.CreateKey(KeySpec{Type: ECDSA, Bits: 256, PIN: pin})
+		if err != nil {
+			return err
+		}
+		keys = append(keys, k)
+		priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			return err
+		}
+		k, err = c.ImportKey(priv, KeySpec{PIN: pin})
+		keys = append(keys, k)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := sha256.Sum256([]byte("x"))
+	for _, k := range keys {
+		if _, err := tp.SignDigest(k, nil, pin, d[:], SignOpts{Hash: crypto.SHA256}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(cap.sent) < 10 {
+		t.Fatalf("captured only %d commands", len(cap.sent))
+	}
+	for i, cmd := range cap.sent {
+		if bytes.Contains(cmd, pin) {
+			t.Errorf("command %d (cc %#x) carries the PIN in clear", i, binary.BigEndian.Uint32(cmd[6:10]))
+		}
+	}
+	// The key files do not hold it either.
+	for _, k := range keys {
+		if bytes.Contains(k.Private, pin) || bytes.Contains(k.Public, pin) {
+			t.Error("a key file holds the PIN")
+		}
+	}
 }
