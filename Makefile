@@ -33,10 +33,13 @@ build:
 deps:
 	@bash scripts/install-deps.sh
 
+STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
+
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	$(GO) run $(STATICCHECK) ./...
 
 # Unit tests run against the in-process TPM simulator; tests/ and
 # internal/swtpmtest start real swtpm processes. CI=true turns a missing

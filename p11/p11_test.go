@@ -724,3 +724,58 @@ func TestSessions(t *testing.T) {
 	_, err = m.FindObjects(h, 1)
 	wantRV(t, "FindObjects without Init", err, CKR_OPERATION_NOT_INITIALIZED)
 }
+
+// TestFilesChangeWhileLoaded: the module reads its config and key files
+// once per C_Initialize. Changing or truncating them afterwards changes
+// nothing until the next C_Initialize, and never breaks a signature.
+func TestFilesChangeWhileLoaded(t *testing.T) {
+	src := makeKeys(t)
+	dir := t.TempDir()
+	for _, f := range []string{"ec.key", "rsa.key"} {
+		b, err := os.ReadFile(filepath.Join(src, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, f), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfgPath := filepath.Join(dir, "config")
+	if err := os.WriteFile(cfgPath, []byte("key ec.key\nkey rsa.key\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	m := New()
+	m.LoadConfig = func() (*config.Config, error) { return config.Load(cfgPath) }
+	m.OpenTPM = func(tpm.Spec) *tpm.TPM { return tpm.FromTransport(sim) }
+	m.Getenv = func(string) string { return "" }
+	if err := m.Initialize(InitArgs{}); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := m.Finalize(); err != nil {
+			t.Error(err)
+		}
+	}()
+	h := open(t, m)
+	key := find(t, m, h, Attribute{CKA_LABEL, []byte("ec")}, Attribute{CKA_CLASS, ulong(CKO_PRIVATE_KEY)})[0]
+	if err := os.WriteFile(cfgPath, []byte("key rsa.key\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(filepath.Join(dir, "ec.key"), 10); err != nil {
+		t.Fatal(err)
+	}
+	sign(t, m, h, key, CKM_ECDSA_SHA256, nil)
+	if got := find(t, m, h, Attribute{CKA_CLASS, ulong(CKO_PRIVATE_KEY)}); len(got) != 2 {
+		t.Errorf("%d keys after the files changed, want the 2 loaded at C_Initialize", len(got))
+	}
+	if err := m.Finalize(); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Initialize(InitArgs{}); err != nil {
+		t.Fatal(err)
+	}
+	h = open(t, m)
+	if got := find(t, m, h, Attribute{CKA_CLASS, ulong(CKO_PRIVATE_KEY)}); len(got) != 1 {
+		t.Errorf("%d keys after a new C_Initialize, want 1 (the new config)", len(got))
+	}
+}

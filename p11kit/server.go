@@ -549,7 +549,7 @@ func UnixAddress(path string) string {
 func ParseUnixAddress(addr string) (string, error) {
 	enc, ok := strings.CutPrefix(addr, "unix:path=")
 	if !ok {
-		return "", fmt.Errorf("p11kit: address %q is not unix:path=...", addr)
+		return "", fmt.Errorf("p11kit: address %q does not start with unix:path=", addr)
 	}
 	var b strings.Builder
 	for i := 0; i < len(enc); i++ {

@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"testing"
 )
 
@@ -62,12 +61,13 @@ func run(m *testing.M) int {
 	return m.Run()
 }
 
+// goTool finds the go command: on PATH, or where the Go tarball installs
+// it (make adds that to PATH, a bare "go test" may not have it).
 func goTool() string {
-	p := filepath.Join(runtime.GOROOT(), "bin", "go")
-	if _, err := os.Stat(p); err == nil {
+	if p, err := exec.LookPath("go"); err == nil {
 		return p
 	}
-	return "go"
+	return "/usr/local/go/bin/go"
 }
 
 // need returns the path of a tool the test cannot do without. In CI a

@@ -356,3 +356,41 @@ func startServer(t testing.TB, env []string) *p11kit.Server {
 	})
 	return ps
 }
+
+// TestModuleLockout: through the module, wrong PINs count down in the
+// token flags, the TPM's lockout gives CKR_PIN_LOCKED, and once the
+// lockout has passed the right PIN works again.
+func TestModuleLockout(t *testing.T) {
+	need(t, "pkcs11-tool")
+	tk := newToken(t, true)
+	// Two tries, one forgiven every 2 s.
+	tk.tpm.Tool(t, "tpm2_dictionarylockout", "-s", "-n", "2", "-t", "2", "-l", "1")
+	// login tries a PIN that must fail and returns what was printed.
+	login := func(pin string) string {
+		t.Helper()
+		out, err := tk.run(t, "pkcs11-tool", "--module", modulePath, "--login", "--pin", pin, "-O")
+		if err == nil {
+			t.Fatalf("login with %s succeeded:\n%s", pin, out)
+		}
+		return out
+	}
+	if out := login("000000"); !strings.Contains(out, "CKR_PIN_INCORRECT") || !strings.Contains(out, "(1 try remaining)") {
+		t.Fatalf("first wrong PIN:\n%s", out)
+	}
+	if out := tk.mustRun(t, "pkcs11-tool", "--module", modulePath, "-L"); !strings.Contains(out, "user PIN count low") || !strings.Contains(out, "final user PIN try") {
+		t.Errorf("token flags after a wrong PIN:\n%s", out)
+	}
+	if out := login("000000"); !strings.Contains(out, "CKR_PIN_INCORRECT") {
+		t.Fatalf("second wrong PIN:\n%s", out)
+	}
+	if out := tk.mustRun(t, "pkcs11-tool", "--module", modulePath, "-L"); !strings.Contains(out, "user PIN locked") {
+		t.Errorf("token flags when locked out:\n%s", out)
+	}
+	if out := login(testPIN); !strings.Contains(out, "CKR_PIN_LOCKED") || !strings.Contains(out, "accepts a new try in about 2s") {
+		t.Fatalf("right PIN during lockout:\n%s", out)
+	}
+	time.Sleep(4500 * time.Millisecond) // both failures forgiven
+	if out, err := tk.run(t, "pkcs11-tool", "--module", modulePath, "--login", "--pin", testPIN, "-O"); err != nil {
+		t.Fatalf("right PIN after the lockout passed: %v\n%s", err, out)
+	}
+}

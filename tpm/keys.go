@@ -246,10 +246,14 @@ func setUnique(t *tpm2.TPMTPublic, pub crypto.PublicKey) error {
 		t.Unique = tpm2.NewTPMUPublicID(tpm2.TPMAlgRSA, &tpm2.TPM2BPublicKeyRSA{Buffer: k.N.Bytes()})
 		return nil
 	case *ecdsa.PublicKey:
-		size := (k.Curve.Params().BitSize + 7) / 8
+		point, err := k.Bytes() // 04 || X || Y, each padded to the curve size
+		if err != nil {
+			return err
+		}
+		size := (len(point) - 1) / 2
 		t.Unique = tpm2.NewTPMUPublicID(tpm2.TPMAlgECC, &tpm2.TPMSECCPoint{
-			X: tpm2.TPM2BECCParameter{Buffer: k.X.FillBytes(make([]byte, size))},
-			Y: tpm2.TPM2BECCParameter{Buffer: k.Y.FillBytes(make([]byte, size))},
+			X: tpm2.TPM2BECCParameter{Buffer: point[1 : 1+size]},
+			Y: tpm2.TPM2BECCParameter{Buffer: point[1+size:]},
 		})
 		return nil
 	}

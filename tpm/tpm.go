@@ -113,10 +113,9 @@ func (t *TPM) Spec() Spec { return t.spec }
 
 // Conn is one connection to the TPM for the length of an operation.
 type Conn struct {
-	tpm     transport.TPM
-	owner   *TPM
-	loaded  []tpm2.TPMHandle
-	flushed bool
+	tpm    transport.TPM
+	owner  *TPM
+	loaded []tpm2.TPMHandle
 }
 
 // Do runs fn with a connection. Transient objects that fn loads through

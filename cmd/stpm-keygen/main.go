@@ -327,18 +327,14 @@ func restore(ui *cli.UI, t *tpm.TPM, o *options, ks *tpm.KeySpec) (*keyfile.Key,
 	return k, err
 }
 
-// wipe clears a software private key's secret numbers as far as Go
-// allows (big.Int may have copied its words earlier).
+// wipe clears a software RSA key's secret numbers as far as Go allows
+// (big.Int may have copied its words earlier). An ECDSA key's scalar is
+// kept inside crypto/ecdsa, out of reach since Go 1.26.
 func wipe(priv crypto.PrivateKey) {
-	switch k := priv.(type) {
-	case *rsa.PrivateKey:
+	if k, ok := priv.(*rsa.PrivateKey); ok {
 		k.D.SetInt64(0)
 		for _, p := range k.Primes {
 			p.SetInt64(0)
-		}
-	case *ecdsa.PrivateKey:
-		if k.D != nil {
-			k.D.SetInt64(0)
 		}
 	}
 }
