@@ -15,6 +15,7 @@ import (
 	"errors"
 	"io/fs"
 	"os"
+	"runtime"
 	"sync"
 
 	"github.com/simple-tpm-pk11/simple-tpm-pk11/config"
@@ -178,6 +179,7 @@ func (m *Module) Finalize() error {
 		return rvErr(CKR_CRYPTOKI_NOT_INITIALIZED, "C_Finalize before C_Initialize")
 	}
 	m.initialized = false
+	m.log.Debugf("finalize: %d goroutines", runtime.NumGoroutine())
 	for _, s := range m.sessions {
 		s.closed = true
 	}

@@ -10,16 +10,18 @@ import (
 	"time"
 )
 
-// TestModuleThreads: 8 threads × 200 signatures in one process through the
-// C host, every signature verified with OpenSSL.
+// TestModuleThreads: 8 threads × 1000 signatures in one process through
+// the C host, RSA and ECDSA keys in turn, a new session for every
+// signature (so sessions open and close on all threads at once), every
+// signature verified with OpenSSL.
 func TestModuleThreads(t *testing.T) {
 	tk := newToken(t, false)
-	out, err := runCHost(t, tk.env, modulePath, "sign", "--threads", "8", "--count", "200")
+	out, err := runCHost(t, tk.env, modulePath, "sign", "--threads", "8", "--count", "1000", "--session-each")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !regexp.MustCompile(`(?m)^signed=1600 verified=1600 failed=0 `).MatchString(out) {
-		t.Fatalf("want 1600 verified signatures:\n%s", out)
+	if !regexp.MustCompile(`(?m)^signed=8000 verified=8000 failed=0 `).MatchString(out) {
+		t.Fatalf("want 8000 verified signatures:\n%s", out)
 	}
 	t.Log(lastLine(out, "signed="))
 	tk.noTransient(t)

@@ -7,6 +7,7 @@
  *
  *   p11host MODULE info     [--pin PIN] [--slot ID]
  *   p11host MODULE sign     [--threads N] [--count M] [--pin PIN] [--slot ID]
+ *                           [--session-each]
  *                           [--mech auto|rsa-pkcs|sha256-rsa-pkcs|rsa-pss|
  *                                   sha256-rsa-pss|ecdsa|ecdsa-sha256]
  *                           [--login-each]
@@ -84,6 +85,7 @@ static struct {
 	long count;
 	enum mech_kind mech;
 	int login_each;
+	int session_each;
 	const char *skip;
 	int verbose;
 } opt = { .threads = 1, .count = 1, .mech = MK_AUTO };
@@ -1082,6 +1084,17 @@ static void *sign_worker(void *arg)
 
 		sha256(msg, (size_t)n, hash);
 		dlen = sign_input(mk, (unsigned char *)msg, (size_t)n, hash, &m, data);
+		if (opt.session_each && i > 0) {
+			/* A new session for every signature: sessions open and
+			 * close on all threads at once. */
+			F->C_CloseSession(s);
+			rv = F->C_OpenSession(opt.slot, CKF_SERIAL_SESSION, NULL, NULL, &s);
+			if (rv != CKR_OK) {
+				report_error(w, i, k, "C_OpenSession", rv);
+				w->nfailed += (unsigned long)(opt.count - i);
+				return NULL;
+			}
+		}
 		t0 = now_ns();
 		rv = sign_once(s, k, &m, data, dlen, sig, sizeof(sig), &siglen, &stage);
 		if (rv != CKR_OK) {
@@ -1150,6 +1163,24 @@ static void select_keys(enum mech_kind mk)
 	}
 }
 
+/* proc_status reads a number from /proc/self/status ("VmRSS:" in kB,
+ * "Threads:"), or -1. */
+static long proc_status(const char *field)
+{
+	char line[256];
+	long v = -1;
+	FILE *f = fopen("/proc/self/status", "r");
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f))
+		if (strncmp(line, field, strlen(field)) == 0) {
+			v = strtol(line + strlen(field), NULL, 10);
+			break;
+		}
+	fclose(f);
+	return v;
+}
+
 static int mode_sign(void)
 {
 	CK_SESSION_HANDLE s;
@@ -1211,6 +1242,7 @@ static int mode_sign(void)
 			(double)nsigned * 1e9 / (double)(elapsed ? elapsed : 1));
 	else
 		printf(" p50_us=- p95_us=- max_us=- per_s=0");
+	printf(" rss_kb=%ld threads=%ld", proc_status("VmRSS:"), proc_status("Threads:"));
 	putchar('\n');
 	free(all);
 	free(w);
@@ -2884,6 +2916,10 @@ int main(int argc, char **argv)
 		}
 		if (strcmp(a, "--login-each") == 0) {
 			opt.login_each = 1;
+			continue;
+		}
+		if (strcmp(a, "--session-each") == 0) {
+			opt.session_each = 1;
 			continue;
 		}
 		if (!v)
