@@ -114,3 +114,28 @@ func TestRemoteScriptKeepsRealSockets(t *testing.T) {
 		t.Error("the local socket and the remote link must have different names")
 	}
 }
+
+// TestRemoteScriptWithoutClient runs the remote side where p11-kit's
+// client module is missing (hidden by an empty tmpfs in a private mount
+// namespace): the user is told which package to install, and the
+// command still runs.
+func TestRemoteScriptWithoutClient(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root for a private mount namespace")
+	}
+	if _, err := exec.LookPath("unshare"); err != nil {
+		t.Fatal("unshare (util-linux) is missing")
+	}
+	hide := `for d in /usr/lib/*/pkcs11 /usr/lib64/pkcs11 /usr/lib/pkcs11; do if [ -d "$d" ]; then mount -t tmpfs none "$d" || exit 99; fi; done; exec sh -c "$0"`
+	cmd := exec.Command("unshare", "--mount", "--propagation", "private", "sh", "-c", hide,
+		remoteScript(filepath.Join(t.TempDir(), "s.sock"), "echo ran"))
+	cmd.Env = []string{"HOME=" + t.TempDir(), "PATH=" + os.Getenv("PATH")}
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	if !strings.Contains(string(out), "stpm-bridge: warning: p11-kit-client.so not found on ") ||
+		!strings.Contains(string(out), "install p11-kit-modules (Debian, Ubuntu)") || !strings.Contains(string(out), "ran\n") {
+		t.Errorf("got:\n%s", out)
+	}
+}
