@@ -5,6 +5,7 @@ import (
 	"io"
 	"os/exec"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -165,4 +166,38 @@ func lastLine(out, prefix string) string {
 		}
 	}
 	return ""
+}
+
+// TestModuleNoGoroutineLeak: after a thousand signatures on four threads,
+// each with its own session, the module's Go runtime runs no more
+// goroutines than after a handful (the count is logged at C_Finalize
+// with debug on).
+func TestModuleNoGoroutineLeak(t *testing.T) {
+	tk := newToken(t, false)
+	host := buildCHost(t)
+	count := func(n string) int {
+		t.Helper()
+		cmd := exec.Command(host, modulePath, "sign", "--threads", "4", "--count", n, "--session-each")
+		cmd.Env = append(append([]string{}, tk.env...), "SIMPLE_TPM_PK11_DEBUG=1")
+		var stderr strings.Builder
+		cmd.Stderr = &stderr
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("%v\n%s", err, tail(stderr.String(), 20))
+		}
+		t.Log(lastLine(string(out), "signed="))
+		m := regexp.MustCompile(`finalize: (\d+) goroutines`).FindStringSubmatch(stderr.String())
+		if m == nil {
+			t.Fatalf("no goroutine count in the debug log:\n%s", tail(stderr.String(), 10))
+		}
+		g, err := strconv.Atoi(m[1])
+		if err != nil {
+			t.Fatal(err)
+		}
+		return g
+	}
+	few, many := count("5"), count("250")
+	if many > few+2 {
+		t.Errorf("%d goroutines after 1000 signatures, %d after 20: a leak", many, few)
+	}
 }
