@@ -40,6 +40,7 @@ lint:
 	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	$(GO) run $(STATICCHECK) ./...
+	@bash scripts/vulncheck.sh
 
 # Unit tests run against the in-process TPM simulator; tests/ and
 # internal/swtpmtest start real swtpm processes. CI=true turns a missing
