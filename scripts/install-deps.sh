@@ -8,7 +8,7 @@ PACKAGES=(
 	swtpm swtpm-tools tpm2-tools tpm2-openssl libssl-dev
 	opensc gnutls-bin p11-kit p11-kit-modules libp11-kit-dev
 	openssh-client openssh-server
-	gcc make git ca-certificates
+	gcc make git ca-certificates iproute2 procps util-linux
 )
 GO_MIN_MAJOR=1
 GO_MIN_MINOR=26

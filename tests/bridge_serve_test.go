@@ -52,6 +52,12 @@ func TestBridgeServe(t *testing.T) {
 	if err != nil || fi.Mode().Perm()&0o022 != 0 {
 		t.Errorf("socket %s: %v, mode %v: others must not connect", sock, err, fi.Mode())
 	}
+	// Nothing listens on TCP: the bridge is unix sockets and ssh only.
+	if ss, err := exec.Command("ss", "-ltnpH").Output(); err != nil {
+		t.Errorf("ss: %v", err)
+	} else if strings.Contains(string(ss), "p11-kit") || strings.Contains(string(ss), "stpm-bridge") || strings.Contains(string(ss), "server\"") {
+		t.Errorf("a TCP listener of the bridge:\n%s", ss)
+	}
 	list := exec.Command("pkcs11-tool", "--module", client, "-O")
 	list.Env = append(cleanEnv(), "P11_KIT_SERVER_ADDRESS="+m[1])
 	if out, err := list.CombinedOutput(); err != nil || !strings.Contains(string(out), "label:      ec256") {

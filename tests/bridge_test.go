@@ -241,10 +241,13 @@ func TestBridgeRemoteSetup(t *testing.T) {
 	}
 
 	outer := srv.SSHArgs("-i", outerKey, "-o", "BatchMode=yes")
-	nested := "p11-kit list-modules; " + nestedSSH(t, srv, proxy, "")
+	nested := `stat -c "mode=%a" "${P11_KIT_SERVER_ADDRESS#unix:path=}"; p11-kit list-modules; ` + nestedSSH(t, srv, proxy, "")
 	stdout, stderr, err := runBridge(t, tk, append(outer, nested)...)
 	if err != nil || !strings.Contains(stdout, "nested-ok") {
 		t.Fatalf("nested ssh through p11-kit-proxy: %v\nstdout: %s\nstderr: %s\nsshd:\n%s", err, stdout, stderr, tail(srv.Log(), 30))
+	}
+	if !strings.Contains(stdout, "mode=600\n") {
+		t.Errorf("the forwarded socket on the remote host must be 0600 (its user only):\n%s", stdout)
 	}
 	if !strings.Contains(stdout, "simple-tpm-pk11-bridge") || !strings.Contains(stdout, "token: simple-tpm-pk11") {
 		t.Errorf("p11-kit list-modules on the remote does not show the forwarded token:\n%s", stdout)
