@@ -240,6 +240,10 @@ func TestBridgeRemoteSetup(t *testing.T) {
 		t.Errorf("remote-setup said:\n%s", out)
 	}
 
+	// A link left by a session that died (its socket long gone) must not
+	// get in the way of the next one.
+	stale := filepath.Join(u.HomeDir, ".simple-tpm-pk11", "forwarded.sock")
+	runAs(t, u, []string{path}, "ln", "-sfn", "/tmp/stpm-bridge.dead.sock", stale)
 	outer := srv.SSHArgs("-i", outerKey, "-o", "BatchMode=yes")
 	nested := `stat -c "mode=%a" "${P11_KIT_SERVER_ADDRESS#unix:path=}"; p11-kit list-modules; ` + nestedSSH(t, srv, proxy, "")
 	stdout, stderr, err := runBridge(t, tk, append(outer, nested)...)
