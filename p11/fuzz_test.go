@@ -77,7 +77,7 @@ func FuzzFindTemplate(f *testing.F) {
 	f.Add(uint(CKA_CLASS), ulong(CKO_PRIVATE_KEY), uint(CKA_LABEL), []byte("ec"))
 	f.Add(uint(CKA_SIGN), []byte{0xff}, uint(CKA_KEY_TYPE), ulong(CKK_RSA))
 	f.Add(uint(CKA_VALUE), []byte{}, uint(0x7777), []byte{1})
-	m, _ := newModule(f, allKeys)
+	m := newModule(f, allKeys)
 	h, err := m.OpenSession(SlotID, CKF_SERIAL_SESSION)
 	if err != nil {
 		f.Fatal(err)

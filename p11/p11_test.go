@@ -12,6 +12,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"fmt"
+	"io"
 	"math/big"
 	"os"
 	"path/filepath"
@@ -126,11 +127,10 @@ func writeCert(keyPath, certPath string) error {
 
 // newModule returns an initialized module whose config is text (key paths
 // relative to the test keys).
-func newModule(t testing.TB, text string) (*Module, *bytes.Buffer) {
+func newModule(t testing.TB, text string) *Module {
 	t.Helper()
 	dir := makeKeys(t)
 	m := New()
-	var logBuf bytes.Buffer
 	m.LoadConfig = func() (*config.Config, error) {
 		return config.Parse(strings.NewReader(text), filepath.Join(dir, "config")), nil
 	}
@@ -139,7 +139,7 @@ func newModule(t testing.TB, text string) (*Module, *bytes.Buffer) {
 	if err := m.Initialize(InitArgs{Flags: CKF_OS_LOCKING_OK}); err != nil {
 		t.Fatal(err)
 	}
-	m.log = NewLogger(&logBuf, true)
+	m.log = NewLogger(io.Discard, true) // debug on: every path that logs runs
 	t.Cleanup(func() {
 		if m.initialized {
 			if err := m.Finalize(); err != nil {
@@ -147,7 +147,7 @@ func newModule(t testing.TB, text string) (*Module, *bytes.Buffer) {
 			}
 		}
 	})
-	return m, &logBuf
+	return m
 }
 
 const allKeys = "key rsa.key\nkey ec.key\nkey ec384.key\nkey imported.key\n"
@@ -188,7 +188,7 @@ func TestInitialize(t *testing.T) {
 }
 
 func TestBrokenConfigKeepsGoodKeys(t *testing.T) {
-	m, _ := newModule(t, "key rsa.key\nkey missing.key\nbogus line\nkey ec.key label=laptop\n")
+	m := newModule(t, "key rsa.key\nkey missing.key\nbogus line\nkey ec.key label=laptop\n")
 	m.mu.Lock()
 	n := len(m.keys)
 	labels := []string{}
@@ -238,7 +238,7 @@ func TestBrokenConfigLogs(t *testing.T) {
 }
 
 func TestTokenInfo(t *testing.T) {
-	m, _ := newModule(t, allKeys)
+	m := newModule(t, allKeys)
 	ti, err := m.GetTokenInfo(SlotID)
 	if err != nil {
 		t.Fatal(err)
@@ -254,7 +254,7 @@ func TestTokenInfo(t *testing.T) {
 		t.Errorf("serial not stable: %q then %q (%v)", ti.Serial, again.Serial, err)
 	}
 
-	pm, _ := newModule(t, "key pin.key\nlabel My Token\n")
+	pm := newModule(t, "key pin.key\nlabel My Token\n")
 	ti, err = pm.GetTokenInfo(SlotID)
 	if err != nil {
 		t.Fatal(err)
@@ -262,7 +262,7 @@ func TestTokenInfo(t *testing.T) {
 	if ti.Label != "My Token" || ti.Flags&CKF_LOGIN_REQUIRED == 0 || ti.Flags&CKF_USER_PIN_INITIALIZED == 0 {
 		t.Errorf("PIN key: label %q flags %#x, want login required", ti.Label, ti.Flags)
 	}
-	km, _ := newModule(t, "key pin.key\nkey_pin "+testPIN+"\n")
+	km := newModule(t, "key pin.key\nkey_pin "+testPIN+"\n")
 	ti, err = km.GetTokenInfo(SlotID)
 	if err != nil {
 		t.Fatal(err)
@@ -316,7 +316,7 @@ func attr(t *testing.T, m *Module, h, o, typ uint) []byte {
 }
 
 func TestObjects(t *testing.T) {
-	m, _ := newModule(t, allKeys)
+	m := newModule(t, allKeys)
 	h := open(t, m)
 	all := find(t, m, h)
 	if len(all) != 9 { // 4 keys × 2 + the EC key's certificate
@@ -390,7 +390,7 @@ func TestObjects(t *testing.T) {
 }
 
 func TestLogin(t *testing.T) {
-	m, _ := newModule(t, "key pin.key\nkey ec.key\n")
+	m := newModule(t, "key pin.key\nkey ec.key\n")
 	h := open(t, m)
 	if got := find(t, m, h, Attribute{CKA_CLASS, ulong(CKO_PRIVATE_KEY)}); len(got) != 1 {
 		t.Fatalf("before login: %d private keys visible, want 1 (the one without PIN)", len(got))
@@ -419,7 +419,7 @@ func TestLogin(t *testing.T) {
 }
 
 func TestKeyPINFromConfig(t *testing.T) {
-	m, _ := newModule(t, "key pin.key\nkey_pin "+testPIN+"\n")
+	m := newModule(t, "key pin.key\nkey_pin "+testPIN+"\n")
 	h := open(t, m)
 	priv := find(t, m, h, Attribute{CKA_CLASS, ulong(CKO_PRIVATE_KEY)})
 	if len(priv) != 1 {
@@ -509,7 +509,7 @@ func pssParams(hashMech, mgf, slen uint) []byte {
 }
 
 func TestSignMechanisms(t *testing.T) {
-	m, _ := newModule(t, allKeys)
+	m := newModule(t, allKeys)
 	h := open(t, m)
 	rsaKey := find(t, m, h, Attribute{CKA_LABEL, []byte("rsa")}, Attribute{CKA_CLASS, ulong(CKO_PRIVATE_KEY)})[0]
 	ecKey := find(t, m, h, Attribute{CKA_LABEL, []byte("ec")}, Attribute{CKA_CLASS, ulong(CKO_PRIVATE_KEY)})[0]
@@ -556,7 +556,7 @@ func mustPub(t *testing.T, m *Module, key uint) crypto.PublicKey {
 }
 
 func TestSignErrors(t *testing.T) {
-	m, _ := newModule(t, allKeys)
+	m := newModule(t, allKeys)
 	h := open(t, m)
 	rsaKey := find(t, m, h, Attribute{CKA_LABEL, []byte("rsa")}, Attribute{CKA_CLASS, ulong(CKO_PRIVATE_KEY)})[0]
 	rsaPub := find(t, m, h, Attribute{CKA_LABEL, []byte("rsa")}, Attribute{CKA_CLASS, ulong(CKO_PUBLIC_KEY)})[0]
@@ -639,7 +639,7 @@ func TestParseDigestInfo(t *testing.T) {
 const d256Len = 32
 
 func TestConcurrentSigning(t *testing.T) {
-	m, _ := newModule(t, allKeys)
+	m := newModule(t, allKeys)
 	h0 := open(t, m)
 	keys := find(t, m, h0, Attribute{CKA_CLASS, ulong(CKO_PRIVATE_KEY)})
 	const workers, n = 8, 12
@@ -695,7 +695,7 @@ func mustKey(m *Module, h uint) *Key {
 }
 
 func TestSessions(t *testing.T) {
-	m, _ := newModule(t, allKeys)
+	m := newModule(t, allKeys)
 	_, err := m.OpenSession(SlotID, 0)
 	wantRV(t, "no CKF_SERIAL_SESSION", err, CKR_SESSION_PARALLEL_NOT_SUPPORTED)
 	_, err = m.OpenSession(7, CKF_SERIAL_SESSION)

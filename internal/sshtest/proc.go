@@ -21,6 +21,8 @@ type proc struct {
 	log  *os.File
 	once sync.Once
 	err  error
+	// waitErr is how the process ended; set before done is closed.
+	waitErr error
 }
 
 // startProc starts name with args and env (nil: inherit) in a new session
@@ -43,8 +45,7 @@ func startProc(logPath string, env []string, name string, args ...string) (*proc
 	}
 	p := &proc{cmd: cmd, pid: cmd.Process.Pid, done: make(chan struct{}), log: logf}
 	go func() {
-		// The exit status is reported through cmd.ProcessState.
-		_ = cmd.Wait()
+		p.waitErr = cmd.Wait()
 		close(p.done)
 	}()
 	return p, nil
@@ -95,7 +96,7 @@ func (p *proc) waitDial(network, addr string, timeout time.Duration) error {
 	for {
 		select {
 		case <-p.done:
-			return fmt.Errorf("%s (pid %d) exited before serving %s: %v", p.cmd.Path, p.pid, addr, p.cmd.ProcessState)
+			return fmt.Errorf("%s (pid %d) exited before serving %s: %v", p.cmd.Path, p.pid, addr, p.waitErr)
 		default:
 		}
 		c, err := net.DialTimeout(network, addr, 500*time.Millisecond)
