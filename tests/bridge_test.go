@@ -136,28 +136,19 @@ func runBridge(t testing.TB, tk *token, args ...string) (stdout, stderr string, 
 // with the workstation's TPM key through stpm-bridge ssh; without the
 // bridge the same command fails.
 func TestBridgeSSH(t *testing.T) {
-	for _, tool := range []string{"ssh", "p11-kit", "runuser"} {
-		need(t, tool)
-	}
-	u := testUser(t)
-	client := clientModule(t)
 	for _, tc := range []struct {
 		name string
 		pin  bool
 		key  string
 	}{{"no-pin-batchmode", false, "ec256"}, {"pin-askpass", true, "pin"}} {
 		t.Run(tc.name, func(t *testing.T) {
-			tk := newToken(t, tc.pin)
-			srv := sshtest.StartServer(t, nil)
-			srv.OpenTo(t, u.Username)
-			outerKey, outerPub := fileKey(t)
-			srv.SetAuthorizedKeys(t, []string{outerPub, tk.pub(t, tc.key)})
+			rh := newRemoteHost(t, tc.pin, tc.key)
+			u, tk, srv, outer := rh.user, rh.tk, rh.srv, rh.outer
 			pin := ""
 			if tc.pin {
 				pin = testPIN
 			}
-			nested := nestedSSH(t, srv, client, pin)
-			outer := srv.SSHArgs("-i", outerKey, "-o", "BatchMode=yes")
+			nested := nestedSSH(t, srv, clientModule(t), pin)
 			before := remoteSockets(t)
 
 			stdout, stderr, err := runBridge(t, tk, append(outer, nested)...)
@@ -222,16 +213,9 @@ func runAs(t testing.TB, u *user.User, env []string, name string, args ...string
 // TestBridgeRemoteSetup: after "stpm-bridge remote-setup" on the remote
 // host, programs there that use p11-kit-proxy.so see the forwarded token.
 func TestBridgeRemoteSetup(t *testing.T) {
-	for _, tool := range []string{"ssh", "p11-kit", "runuser"} {
-		need(t, tool)
-	}
-	u := testUser(t)
+	rh := newRemoteHost(t, false, "ec384")
+	u, tk, srv := rh.user, rh.tk, rh.srv
 	proxy := proxyModule(t)
-	tk := newToken(t, false)
-	srv := sshtest.StartServer(t, nil)
-	srv.OpenTo(t, u.Username)
-	outerKey, outerPub := fileKey(t)
-	srv.SetAuthorizedKeys(t, []string{outerPub, tk.pub(t, "ec384")})
 	path := "PATH=/usr/local/bin:/usr/bin:/bin"
 	out := runAs(t, u, []string{path}, filepath.Join(binDir, "stpm-bridge"), "remote-setup")
 	t.Cleanup(func() { runAs(t, u, []string{path}, filepath.Join(binDir, "stpm-bridge"), "remote-setup", "--remove") })
@@ -244,7 +228,7 @@ func TestBridgeRemoteSetup(t *testing.T) {
 	// get in the way of the next one.
 	stale := filepath.Join(u.HomeDir, ".simple-tpm-pk11", "forwarded.sock")
 	runAs(t, u, []string{path}, "ln", "-sfn", "/tmp/stpm-bridge.dead.sock", stale)
-	outer := srv.SSHArgs("-i", outerKey, "-o", "BatchMode=yes")
+	outer := rh.outer
 	nested := `stat -c "mode=%a" "${P11_KIT_SERVER_ADDRESS#unix:path=}"; p11-kit list-modules; ` + nestedSSH(t, srv, proxy, "")
 	stdout, stderr, err := runBridge(t, tk, append(outer, nested)...)
 	if err != nil || !strings.Contains(stdout, "nested-ok") {
@@ -400,21 +384,37 @@ func TestBridgeInteractive(t *testing.T) {
 	}
 }
 
-// TestBridgeConcurrent: two bridge sessions at once each have their own
-// server; when the first ends, the second keeps its token.
-func TestBridgeConcurrent(t *testing.T) {
+// remoteHost is the stage of the bridge tests: a token on the
+// "workstation" (this test, as root) and a loopback sshd as the "remote
+// host", where the unprivileged test user logs in with a throwaway file
+// key (outer) and the TPM key tpmKey is authorized too.
+type remoteHost struct {
+	user  *user.User
+	tk    *token
+	srv   *sshtest.Server
+	outer []string // ssh options and destination for the outer login
+}
+
+func newRemoteHost(t *testing.T, pin bool, tpmKey string) *remoteHost {
+	t.Helper()
 	for _, tool := range []string{"ssh", "p11-kit", "runuser"} {
 		need(t, tool)
 	}
 	u := testUser(t)
-	client := clientModule(t)
-	tk := newToken(t, false)
+	tk := newToken(t, pin)
 	srv := sshtest.StartServer(t, nil)
 	srv.OpenTo(t, u.Username)
 	key, pub := fileKey(t)
-	srv.SetAuthorizedKeys(t, []string{pub, tk.pub(t, "ec256")})
-	nested := nestedSSH(t, srv, client, "")
-	outer := srv.SSHArgs("-i", key, "-o", "BatchMode=yes")
+	srv.SetAuthorizedKeys(t, []string{pub, tk.pub(t, tpmKey)})
+	return &remoteHost{user: u, tk: tk, srv: srv, outer: srv.SSHArgs("-i", key, "-o", "BatchMode=yes")}
+}
+
+// TestBridgeConcurrent: two bridge sessions at once each have their own
+// server; when the first ends, the second keeps its token.
+func TestBridgeConcurrent(t *testing.T) {
+	rh := newRemoteHost(t, false, "ec256")
+	tk, outer := rh.tk, rh.outer
+	nested := nestedSSH(t, rh.srv, clientModule(t), "")
 	type result struct {
 		out, errOut string
 		err         error
@@ -441,18 +441,10 @@ func TestBridgeConcurrent(t *testing.T) {
 // TestBridgeServerKilled: the local server dies during a session: the
 // user is told, the session ends normally, nothing is left behind.
 func TestBridgeServerKilled(t *testing.T) {
-	for _, tool := range []string{"ssh", "p11-kit", "runuser", "pkill"} {
-		need(t, tool)
-	}
-	u := testUser(t)
-	client := clientModule(t)
-	tk := newToken(t, false)
-	srv := sshtest.StartServer(t, nil)
-	srv.OpenTo(t, u.Username)
-	key, pub := fileKey(t)
-	srv.SetAuthorizedKeys(t, []string{pub, tk.pub(t, "ec256")})
-	nested := nestedSSH(t, srv, client, "")
-	outer := srv.SSHArgs("-i", key, "-o", "BatchMode=yes")
+	need(t, "pkill")
+	rh := newRemoteHost(t, false, "ec256")
+	tk, outer := rh.tk, rh.outer
+	nested := nestedSSH(t, rh.srv, clientModule(t), "")
 	done := make(chan struct{})
 	var stdout, stderr string
 	var err error
