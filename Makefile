@@ -20,7 +20,7 @@ FUZZ    := keyfile:FuzzParse keybackup:FuzzDecrypt config:FuzzParse \
 
 export PATH := /usr/local/go/bin:$(PATH)
 
-.PHONY: all build deps test unit lint demo install uninstall fuzz clean
+.PHONY: all build deps test unit lint demo install uninstall fuzz bench clean
 
 all: build
 
@@ -54,6 +54,10 @@ unit:
 
 demo: deps build
 	@bash scripts/demo.sh
+
+# Measurements, not tests: prints a table and writes docs/PERFORMANCE.md.
+bench: deps build
+	@bash scripts/bench.sh
 
 # Anything a fuzzer finds lands in PKG/testdata/fuzz and from then on runs
 # as a regression test in every `go test`.

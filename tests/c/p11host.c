@@ -15,6 +15,11 @@
  *                           [-v]
  *   p11host MODULE fork     [--pin PIN] [--slot ID]
  *   p11host MODULE steps    [--pin PIN] [--slot ID]
+ *   p11host MODULE loadtime
+ *
+ * "loadtime" prints what loading costs a program: "loadtime load_us=
+ * init_us= rss_kb_before= rss_kb_after=" (dlopen + C_GetFunctionList,
+ * then C_Initialize).
  *
  * "steps" keeps the module loaded and reads commands from standard input,
  * one per line, so a test can change the world in between (stop the TPM,
@@ -2953,10 +2958,24 @@ int main(int argc, char **argv)
 	if (opt.threads * opt.count > 100000000L)
 		die("--threads times --count is too large");
 
+	if (strcmp(opt.mode, "loadtime") == 0) {
+		long rss0 = proc_status("VmRSS:");
+		uint64_t t0 = now_ns(), t1, t2;
+		CK_RV rv;
+		load_module();
+		t1 = now_ns();
+		rv = init_os_locking();
+		t2 = now_ns();
+		printf("loadtime load_us=%llu init_us=%llu rss_kb_before=%ld rss_kb_after=%ld rv=0x%08lx\n",
+			(unsigned long long)((t1 - t0) / 1000), (unsigned long long)((t2 - t1) / 1000),
+			rss0, proc_status("VmRSS:"), rv);
+		return rv == CKR_OK ? 0 : 1;
+	}
 	if (strcmp(opt.mode, "misuse") == 0)
 		install_crash_handlers();  /* before the module's own handlers */
 	else if (strcmp(opt.mode, "info") && strcmp(opt.mode, "sign") &&
-		 strcmp(opt.mode, "fork") && strcmp(opt.mode, "steps"))
+		 strcmp(opt.mode, "fork") && strcmp(opt.mode, "steps") &&
+		 strcmp(opt.mode, "loadtime"))
 		usage();
 	load_module();
 	if (strcmp(opt.mode, "info") == 0)

@@ -1,0 +1,82 @@
+// Command rawsign measures the floor for a signature: TPM2_Sign on a key
+// that is already loaded, over one open connection, straight through
+// go-tpm. make bench compares the module against it.
+//
+//	rawsign -tpm SPEC -k KEY -n COUNT
+package main
+
+import (
+	"crypto/sha256"
+	"flag"
+	"fmt"
+	"os"
+	"slices"
+	"time"
+
+	"github.com/google/go-tpm/tpm2"
+	"github.com/simple-tpm-pk11/simple-tpm-pk11/keyfile"
+	"github.com/simple-tpm-pk11/simple-tpm-pk11/tpm"
+)
+
+func main() {
+	specFlag := flag.String("tpm", "", "TPM spec")
+	keyPath := flag.String("k", "", "key file")
+	n := flag.Int("n", 1000, "signatures")
+	flag.Parse()
+	if err := run(*specFlag, *keyPath, *n); err != nil {
+		fmt.Fprintln(os.Stderr, "rawsign:", err)
+		os.Exit(1)
+	}
+}
+
+func run(specStr, keyPath string, n int) error {
+	spec, err := tpm.ParseSpec(specStr)
+	if err != nil {
+		return err
+	}
+	k, err := keyfile.Load(keyPath)
+	if err != nil {
+		return err
+	}
+	pub, err := tpm.KeyPublic(k)
+	if err != nil {
+		return err
+	}
+	scheme := tpm2.TPMTSigScheme{Scheme: tpm2.TPMAlgECDSA,
+		Details: tpm2.NewTPMUSigScheme(tpm2.TPMAlgECDSA, &tpm2.TPMSSchemeHash{HashAlg: tpm2.TPMAlgSHA256})}
+	if pub.Type == tpm2.TPMAlgRSA {
+		scheme = tpm2.TPMTSigScheme{Scheme: tpm2.TPMAlgRSASSA,
+			Details: tpm2.NewTPMUSigScheme(tpm2.TPMAlgRSASSA, &tpm2.TPMSSchemeHash{HashAlg: tpm2.TPMAlgSHA256})}
+	}
+	lat := make([]time.Duration, 0, n)
+	start := time.Now()
+	err = tpm.Open(spec).Do(func(c *tpm.Conn) error {
+		l, err := c.LoadKey(k, nil)
+		if err != nil {
+			return err
+		}
+		for i := range n {
+			d := sha256.Sum256([]byte{byte(i), byte(i >> 8), byte(i >> 16)})
+			t0 := time.Now()
+			_, err := tpm2.Sign{
+				KeyHandle:  tpm2.NamedHandle{Handle: l.Handle, Name: l.Name},
+				Digest:     tpm2.TPM2BDigest{Buffer: d[:]},
+				InScheme:   scheme,
+				Validation: tpm2.TPMTTKHashCheck{Tag: tpm2.TPMSTHashCheck, Hierarchy: tpm2.TPMRHNull},
+			}.Execute(c.Transport())
+			if err != nil {
+				return err
+			}
+			lat = append(lat, time.Since(t0))
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	elapsed := time.Since(start)
+	slices.Sort(lat)
+	fmt.Printf("signed=%d p50_us=%d p95_us=%d per_s=%.1f\n", n,
+		lat[(n-1)*50/100].Microseconds(), lat[(n-1)*95/100].Microseconds(), float64(n)/elapsed.Seconds())
+	return nil
+}
