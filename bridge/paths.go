@@ -107,7 +107,14 @@ func FindModule(flag string) (string, error) {
 		if err == nil && try(abs) {
 			return abs, nil
 		}
-		return "", &Error{Msg: fmt.Sprintf("no module at %q", p), Advice: "build it with make build, or point --module at libsimple-tpm-pk11.so"}
+		if err == nil {
+			_, err = os.Stat(abs)
+		}
+		msg := fmt.Sprintf("no module at %q", p)
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			msg = fmt.Sprintf("cannot use the module at %q: %v", p, errors.Unwrap(err))
+		}
+		return "", &Error{Msg: msg, Advice: "build it with make build, or point --module at libsimple-tpm-pk11.so", Err: err}
 	}
 	var candidates []string
 	if exe, err := os.Executable(); err == nil {

@@ -46,13 +46,17 @@ func RemoteSetup(force bool) (file, sock string, err error) {
 }
 
 // RemoteUnsetup removes what RemoteSetup wrote.
-func RemoteUnsetup() (string, bool, error) {
+func RemoteUnsetup() (string, bool, error) { return unregister(remoteModule) }
+
+// unregister removes this user's module file NAME.module if we wrote it,
+// and returns its path and whether it was there.
+func unregister(name string) (string, bool, error) {
 	dir, err := p11kit.UserModuleDir()
 	if err != nil {
 		return "", false, err
 	}
-	removed, err := p11kit.Unregister(dir, remoteModule)
-	return filepath.Join(dir, remoteModule+".module"), removed, err
+	removed, err := p11kit.Unregister(dir, name)
+	return filepath.Join(dir, name+".module"), removed, err
 }
 
 // Register tells p11-kit about the module for this user (for root, for
@@ -76,14 +80,7 @@ func Register(module string, force bool) (string, error) {
 }
 
 // Unregister removes what Register wrote.
-func Unregister() (string, bool, error) {
-	dir, err := p11kit.UserModuleDir()
-	if err != nil {
-		return "", false, err
-	}
-	removed, err := p11kit.Unregister(dir, moduleFileName)
-	return filepath.Join(dir, moduleFileName+".module"), removed, err
-}
+func Unregister() (string, bool, error) { return unregister(moduleFileName) }
 
 // RemoteForwardLine is the ssh_config line that does what "stpm-bridge
 // ssh" does, for users of plain ssh.

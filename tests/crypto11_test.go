@@ -25,7 +25,6 @@ import (
 	"io"
 	"math/big"
 	"net"
-	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -33,7 +32,6 @@ import (
 
 	"github.com/ThalesGroup/crypto11"
 	"github.com/miekg/pkcs11"
-	"golang.org/x/crypto/ssh"
 )
 
 // c11Timeout bounds every single crypto11 call, server start and stop.
@@ -102,20 +100,6 @@ func c11Configure(t *testing.T, address string, cfg crypto11.Config) (*crypto11.
 	return ctx, closeCtx, nil
 }
 
-// c11PublicKey is a key's public half from the .pub file stpm-keygen wrote.
-func c11PublicKey(t *testing.T, tk *token, name string) crypto.PublicKey {
-	t.Helper()
-	data, err := os.ReadFile(tk.path(name + ".key.pub"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	pub, _, _, _, err := ssh.ParseAuthorizedKey(data)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pub.(ssh.CryptoPublicKey).CryptoPublicKey()
-}
-
 func c11SamePublic(a, b crypto.PublicKey) bool {
 	eq, ok := a.(interface{ Equal(crypto.PublicKey) bool })
 	return ok && eq.Equal(b)
@@ -131,7 +115,7 @@ func c11Find(t *testing.T, ctx *crypto11.Context, tk *token, id, label []byte, n
 	if s == nil {
 		t.Fatalf("FindKeyPair(id=%x, label=%q): no key", id, label)
 	}
-	if !c11SamePublic(s.Public(), c11PublicKey(t, tk, name)) {
+	if !c11SamePublic(s.Public(), tk.publicKey(t, name)) {
 		t.Fatalf("FindKeyPair(id=%x, label=%q): public key %T is not the one in %s.key.pub", id, label, s.Public(), name)
 	}
 	return s
@@ -219,7 +203,7 @@ func TestCrypto11Sign(t *testing.T) {
 			if err != nil {
 				t.Fatalf("Sign: %v", err)
 			}
-			switch pub := c11PublicKey(t, tk, tc.key).(type) {
+			switch pub := tk.publicKey(t, tc.key).(type) {
 			case *rsa.PublicKey:
 				if o, ok := tc.opts.(*rsa.PSSOptions); ok {
 					err = rsa.VerifyPSS(pub, h, d, sig, o)
@@ -266,7 +250,7 @@ func TestCrypto11PIN(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Sign with the PIN key: %v", err)
 	}
-	if !ecdsa.VerifyASN1(c11PublicKey(t, tk, "pin").(*ecdsa.PublicKey), d[:], sig) {
+	if !ecdsa.VerifyASN1(tk.publicKey(t, "pin").(*ecdsa.PublicKey), d[:], sig) {
 		t.Error("the PIN key's signature does not verify")
 	}
 	// Keys without a PIN work in the same logged-in context.
@@ -274,7 +258,7 @@ func TestCrypto11PIN(t *testing.T) {
 	if sig, err = within(t, "Sign", func() ([]byte, error) { return s.Sign(rand.Reader, d[:], crypto.SHA256) }); err != nil {
 		t.Fatalf("Sign with ec256: %v", err)
 	}
-	if !ecdsa.VerifyASN1(c11PublicKey(t, tk, "ec256").(*ecdsa.PublicKey), d[:], sig) {
+	if !ecdsa.VerifyASN1(tk.publicKey(t, "ec256").(*ecdsa.PublicKey), d[:], sig) {
 		t.Error("ec256's signature does not verify")
 	}
 	closeCtx()
@@ -357,7 +341,7 @@ func TestCrypto11TLSClientAuth(t *testing.T) {
 	keys := []string{"ec256", "rsa"}
 	issued := map[string]*x509.Certificate{}
 	for i, name := range keys {
-		cert := ca.issue(t, int64(10+i), name, c11PublicKey(t, tk, name), x509.ExtKeyUsageClientAuth)
+		cert := ca.issue(t, int64(10+i), name, tk.publicKey(t, name), x509.ExtKeyUsageClientAuth)
 		// The module reads KEY.crt at C_Initialize: before the server starts.
 		tk.write(t, name+".crt", pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw}))
 		issued[name] = cert

@@ -3,6 +3,7 @@ package tests
 import (
 	"bytes"
 	"context"
+	"crypto"
 	"crypto/sha1"
 	"crypto/sha256"
 	"crypto/sha512"
@@ -139,8 +140,8 @@ func (tk *token) pem(t testing.TB, name string) string {
 	return tk.write(t, name+".pem", []byte(out))
 }
 
-// id is a key's CKA_ID in hex: the SHA-1 of its SubjectPublicKeyInfo.
-func (tk *token) id(t testing.TB, name string) string {
+// publicKey is a key's public half, from the .pub file stpm-keygen wrote.
+func (tk *token) publicKey(t testing.TB, name string) crypto.PublicKey {
 	t.Helper()
 	data, err := os.ReadFile(tk.path(name + ".key.pub"))
 	if err != nil {
@@ -150,7 +151,13 @@ func (tk *token) id(t testing.TB, name string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	spki, err := x509.MarshalPKIXPublicKey(pub.(ssh.CryptoPublicKey).CryptoPublicKey())
+	return pub.(ssh.CryptoPublicKey).CryptoPublicKey()
+}
+
+// id is a key's CKA_ID in hex: the SHA-1 of its SubjectPublicKeyInfo.
+func (tk *token) id(t testing.TB, name string) string {
+	t.Helper()
+	spki, err := x509.MarshalPKIXPublicKey(tk.publicKey(t, name))
 	if err != nil {
 		t.Fatal(err)
 	}

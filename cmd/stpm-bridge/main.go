@@ -228,16 +228,7 @@ func runRemoteSetup(args []string, ui *cli.UI) int {
 		return code
 	}
 	if *remove {
-		file, removed, err := bridge.RemoteUnsetup()
-		if err != nil {
-			return ui.Fail(err)
-		}
-		if removed {
-			ui.Infof("removed %q", file)
-		} else {
-			ui.Infof("nothing to remove at %q", file)
-		}
-		return cli.ExitOK
+		return reportRemoval(ui, bridge.RemoteUnsetup, "")
 	}
 	file, sock, err := bridge.RemoteSetup(*force)
 	if err != nil {
@@ -268,21 +259,26 @@ func runRegister(which string, args []string, ui *cli.UI) int {
 		return code
 	}
 	if which == "unregister" {
-		file, removed, err := bridge.Unregister()
-		if err != nil {
-			return ui.Fail(err)
-		}
-		if removed {
-			ui.Infof("removed %q: p11-kit no longer loads the module", file)
-		} else {
-			ui.Infof("nothing to remove at %q", file)
-		}
-		return cli.ExitOK
+		return reportRemoval(ui, bridge.Unregister, ": p11-kit no longer loads the module")
 	}
 	file, err := bridge.Register(*module, *force)
 	if err != nil {
 		return ui.Fail(err)
 	}
 	ui.Infof("wrote %q: p11-kit-proxy.so and p11-kit list-modules now include the module", file)
+	return cli.ExitOK
+}
+
+// reportRemoval runs an undo step and says what it did.
+func reportRemoval(ui *cli.UI, remove func() (string, bool, error), effect string) int {
+	file, removed, err := remove()
+	if err != nil {
+		return ui.Fail(err)
+	}
+	if removed {
+		ui.Infof("removed %q%s", file, effect)
+	} else {
+		ui.Infof("nothing to remove at %q", file)
+	}
 	return cli.ExitOK
 }
