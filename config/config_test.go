@@ -758,8 +758,10 @@ func redactValues(data []byte) []byte {
 		case "key", "tpm", "log", "label", "debug":
 			continue
 		}
+		// Digits only: the parser hides a shown name that is part of a
+		// PIN, and no name can be part of this one.
 		if len(trimSpace(t[j:])) > 0 && t[0] != '#' {
-			lines[i] = append(bytes.Clone(t[:j]), " REDACTED"...)
+			lines[i] = append(bytes.Clone(t[:j]), " 00000000"...)
 		}
 	}
 	return bytes.Join(lines, []byte("\n"))
