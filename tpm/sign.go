@@ -196,7 +196,8 @@ func sigBytes(pub *tpm2.TPMTPublic, sig *tpm2.TPMTSignature) ([]byte, error) {
 }
 
 // SignDigest loads k and signs digest with it in one operation. In keep
-// mode the parent and the key stay loaded for the next signature.
+// mode the parent and the key stay loaded for the next signature;
+// otherwise the key's saved context makes the next load cheap.
 func (t *TPM) SignDigest(k *keyfile.Key, parentAuth, pin, digest []byte, opts SignOpts) ([]byte, error) {
 	var sig []byte
 	err := t.Do(func(c *Conn) error {
@@ -205,12 +206,16 @@ func (t *TPM) SignDigest(k *keyfile.Key, parentAuth, pin, digest []byte, opts Si
 			return err
 		}
 		sig, err = c.Sign(l, pin, digest, opts)
-		if err != nil && t.keep && (errors.Is(err, tpm2.TPMRCHandle) || errors.Is(err, tpm2.TPMRCReferenceH0)) {
-			// Someone flushed our kept objects: unload what is left of
-			// them and load again, once.
-			if err = c.forgetKept(); err != nil {
-				return err
+		if err != nil && (errors.Is(err, tpm2.TPMRCHandle) || errors.Is(err, tpm2.TPMRCReferenceH0)) {
+			// Someone flushed our kept objects, or evicted the
+			// persistent parent a saved key's session is salted to:
+			// forget what we hold and load from the file again, once.
+			if t.keep {
+				if err = c.forgetKept(); err != nil {
+					return err
+				}
 			}
+			t.saved = nil
 			if l, err = c.loadForSign(k, parentAuth); err == nil {
 				sig, err = c.Sign(l, pin, digest, opts)
 			}
@@ -234,17 +239,18 @@ type parentID struct {
 }
 
 // loadForSign loads k for one signature; in keep mode it reuses (and
-// keeps) the parent and the key.
+// keeps) the parent and the key, otherwise it reloads a saved context of
+// the key when it has one.
 func (c *Conn) loadForSign(k *keyfile.Key, parentAuth []byte) (*Loaded, error) {
 	t := c.owner
-	if !t.keep {
-		return c.LoadKey(k, parentAuth)
-	}
 	// The parent's auth value is part of the cache key only by its hash,
 	// so a wrong SRK PIN never hits a parent loaded with the right one.
 	sum := sha256.Sum256(parentAuth)
 	pid := parentID{k.Parent, k.RSAParent, string(sum[:])}
 	id := string(k.Public) + "\x00" + string(k.Private) + "\x00" + fmt.Sprint(pid)
+	if !t.keep {
+		return c.loadSaved(id, k, parentAuth)
+	}
 	if l := t.keys[id]; l != nil {
 		return l, nil
 	}
@@ -295,4 +301,106 @@ func (c *Conn) forgetKept() error {
 		}
 	}
 	return nil
+}
+
+// savedKey is a key's context as TPM2_ContextSave gave it: the TPM's own
+// encrypted, integrity-protected copy of the loaded key, which
+// TPM2_ContextLoad takes back in one cheap command instead of making the
+// storage primary again and loading the key under it. It is useless
+// outside the TPM that made it and holds nothing secret in the clear.
+type savedKey struct {
+	key    tpm2.TPMSContext
+	name   tpm2.TPM2BName
+	public *tpm2.TPMTPublic
+	// parent is the saved storage primary, kept only for keys with a
+	// PIN: their authorization is an HMAC session salted to it.
+	parent *tpm2.TPMSContext
+	// parentInfo is the parent as loaded (name and public area, for the
+	// salt; the handle of a persistent parent).
+	parentInfo Parent
+}
+
+// maxSaved bounds the saved contexts one TPM keeps: a handful of keys,
+// each under the parent auth values that loaded it.
+const maxSaved = 64
+
+// loadSaved loads k for one operation, from its saved context when there
+// is one. A context the TPM refuses (the TPM was reset or cleared since,
+// or the spec now names another TPM) is dropped and the key is loaded from
+// its file, which reports the real cause if that fails too.
+func (c *Conn) loadSaved(id string, k *keyfile.Key, parentAuth []byte) (*Loaded, error) {
+	t := c.owner
+	if s := t.saved[id]; s != nil {
+		l, err := c.reload(s, !k.EmptyAuth)
+		var rc tpm2.TPMRC
+		if err == nil || !errors.As(err, &rc) {
+			return l, err
+		}
+		delete(t.saved, id)
+	}
+	l, err := c.LoadKey(k, parentAuth)
+	if err != nil {
+		return nil, err
+	}
+	s, err := c.save(l, !k.EmptyAuth)
+	var rc tpm2.TPMRC
+	switch {
+	case err == nil:
+		if t.saved == nil || len(t.saved) >= maxSaved {
+			t.saved = map[string]*savedKey{}
+		}
+		t.saved[id] = s
+	case !errors.As(err, &rc):
+		return nil, err
+		// A TPM that will not save a context only makes the next
+		// operation load the key from its file again.
+	}
+	return l, nil
+}
+
+// save saves a loaded key's context, and its parent's when the key needs
+// a salted session and the parent is transient.
+func (c *Conn) save(l *Loaded, withParent bool) (*savedKey, error) {
+	rsp, err := tpm2.ContextSave{SaveHandle: l.Handle}.Execute(c.tpm)
+	if err != nil {
+		return nil, err
+	}
+	s := &savedKey{key: rsp.Context, name: l.Name, public: l.Public}
+	if withParent {
+		s.parentInfo = *l.parent
+		s.parentInfo.auth = nil
+		if l.parent.Handle>>24 == 0x80 {
+			prsp, err := tpm2.ContextSave{SaveHandle: l.parent.Handle}.Execute(c.tpm)
+			if err != nil {
+				return nil, err
+			}
+			s.parent = &prsp.Context
+		}
+	}
+	return s, nil
+}
+
+// reload loads a saved key (and, for a salted session, its parent) for
+// one operation; Do flushes them.
+func (c *Conn) reload(s *savedKey, withParent bool) (*Loaded, error) {
+	l := &Loaded{Name: s.name, Public: s.public}
+	if withParent {
+		p := s.parentInfo
+		if s.parent != nil {
+			rsp, err := tpm2.ContextLoad{Context: *s.parent}.Execute(c.tpm)
+			if err != nil {
+				return nil, err
+			}
+			c.track(rsp.LoadedHandle)
+			p.Handle = rsp.LoadedHandle
+		}
+		l.parent = &p
+	}
+	rsp, err := tpm2.ContextLoad{Context: s.key}.Execute(c.tpm)
+	if err != nil {
+		return nil, err
+	}
+	c.track(rsp.LoadedHandle)
+	l.Handle = rsp.LoadedHandle
+	return l, nil
 }

@@ -37,6 +37,9 @@ type TPM struct {
 	conn    transport.TPMCloser
 	parents map[parentID]*Parent
 	keys    map[string]*Loaded
+	// saved holds the saved contexts of keys signed with per operation
+	// (see savedKey). Guarded by mu.
+	saved map[string]*savedKey
 	// infoMu guards identity; it is taken before mu.
 	infoMu   sync.Mutex
 	identity *Identity

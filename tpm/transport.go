@@ -127,17 +127,12 @@ func (r retrying) Send(cmd []byte) ([]byte, error) {
 func dial(spec Spec) (transport.TPMCloser, error) {
 	switch spec.Kind {
 	case SwtpmUnix, SwtpmTCP:
-		network, addr := "unix", spec.Path
-		if spec.Kind == SwtpmTCP {
-			network, addr = "tcp", net.JoinHostPort(spec.Host, fmt.Sprint(spec.Port))
-		}
-		c, err := net.DialTimeout(network, addr, 10*time.Second)
-		// swtpm accepts its next client only after it has finished with
-		// the last one; until then a unix socket's tiny backlog makes
-		// connect fail with EAGAIN instead of waiting.
-		for wait := time.Millisecond; errors.Is(err, syscall.EAGAIN) && wait < 4*time.Second; wait *= 2 {
-			time.Sleep(wait)
-			c, err = net.DialTimeout(network, addr, 10*time.Second)
+		var c net.Conn
+		var err error
+		if spec.Kind == SwtpmUnix {
+			c, err = dialUnix(spec.Path, dialTimeout)
+		} else {
+			c, err = net.DialTimeout("tcp", net.JoinHostPort(spec.Host, fmt.Sprint(spec.Port)), dialTimeout)
 		}
 		if err != nil {
 			if errors.Is(err, os.ErrPermission) {
@@ -156,6 +151,58 @@ func dial(spec Spec) (transport.TPMCloser, error) {
 		}
 		return &deviceTPM{f: f}, nil
 	}
+}
+
+// dialTimeout bounds connecting to swtpm, including the wait for it to
+// take us from its listen queue.
+const dialTimeout = 10 * time.Second
+
+// dialUnix connects to a unix socket with a blocking connect(2), which
+// waits in the kernel until the listener has room for us. swtpm serves
+// one client at a time and takes the next only when the last one is
+// done, so right after our own previous operation its queue is often
+// full: a non-blocking connect (what net.Dial does) then fails with
+// EAGAIN and could only poll. SO_SNDTIMEO bounds the wait.
+func dialUnix(path string, timeout time.Duration) (net.Conn, error) {
+	fd, err := syscall.Socket(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, os.NewSyscallError("socket", err)
+	}
+	tv := syscall.NsecToTimeval(timeout.Nanoseconds())
+	if err := syscall.SetsockoptTimeval(fd, syscall.SOL_SOCKET, syscall.SO_SNDTIMEO, &tv); err != nil {
+		return nil, errors.Join(os.NewSyscallError("setsockopt", err), syscall.Close(fd))
+	}
+	addr := &syscall.SockaddrUnix{Name: path}
+	for {
+		err = syscall.Connect(fd, addr)
+		// With a send timeout set, a signal interrupts the wait with
+		// EINTR; the connection was not made yet, so try again.
+		if !errors.Is(err, syscall.EINTR) {
+			break
+		}
+	}
+	switch {
+	case errors.Is(err, syscall.EAGAIN):
+		// The send timeout ran out while queued.
+		err = os.ErrDeadlineExceeded
+	case err != nil:
+		err = os.NewSyscallError("connect", err)
+	}
+	if err != nil {
+		return nil, errors.Join(err, syscall.Close(fd))
+	}
+	f := os.NewFile(uintptr(fd), path)
+	c, err := net.FileConn(f)
+	// FileConn works on a duplicate; the original descriptor is ours to
+	// close either way.
+	if cerr := f.Close(); cerr != nil && err == nil {
+		err = cerr
+		if c != nil {
+			err = errors.Join(err, c.Close())
+		}
+		c = nil
+	}
+	return c, err
 }
 
 func openDevice(spec Spec) (*os.File, error) {
