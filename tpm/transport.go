@@ -1,10 +1,8 @@
 package tpm
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -24,57 +22,6 @@ const maxResponse = 64 << 10
 // key generation on a slow TPM, short enough that a wedged peer cannot
 // hang the program forever.
 const ioTimeout = 3 * time.Minute
-
-// streamTPM sends raw TPM commands over a stream socket (swtpm's data
-// channel) and reads one framed response per command.
-type streamTPM struct {
-	conn net.Conn
-}
-
-func (s *streamTPM) Send(cmd []byte) ([]byte, error) {
-	if err := s.conn.SetDeadline(time.Now().Add(ioTimeout)); err != nil {
-		return nil, err
-	}
-	if _, err := s.conn.Write(cmd); err != nil {
-		return nil, err
-	}
-	hdr := make([]byte, 10)
-	if _, err := io.ReadFull(s.conn, hdr); err != nil {
-		return nil, err
-	}
-	size := binary.BigEndian.Uint32(hdr[2:6])
-	if size < 10 || size > maxResponse {
-		return nil, fmt.Errorf("malformed response: size %d", size)
-	}
-	rsp := make([]byte, size)
-	copy(rsp, hdr)
-	if _, err := io.ReadFull(s.conn, rsp[10:]); err != nil {
-		return nil, err
-	}
-	return rsp, nil
-}
-
-func (s *streamTPM) Close() error { return s.conn.Close() }
-
-// deviceTPM talks to a TPM character device: one write per command, one
-// read returns the whole response (the kernel driver's contract).
-type deviceTPM struct {
-	f *os.File
-}
-
-func (d *deviceTPM) Send(cmd []byte) ([]byte, error) {
-	if _, err := d.f.Write(cmd); err != nil {
-		return nil, err
-	}
-	buf := make([]byte, maxResponse)
-	n, err := d.f.Read(buf)
-	if err != nil {
-		return nil, err
-	}
-	return buf[:n], nil
-}
-
-func (d *deviceTPM) Close() error { return d.f.Close() }
 
 // Bounds for retrying TPM_RC_RETRY, TPM_RC_YIELDED and TPM_RC_TESTING,
 // which a TPM answers when it cannot run a command right now (a fresh
@@ -127,13 +74,7 @@ func (r retrying) Send(cmd []byte) ([]byte, error) {
 func dial(spec Spec) (transport.TPMCloser, error) {
 	switch spec.Kind {
 	case SwtpmUnix, SwtpmTCP:
-		var c net.Conn
-		var err error
-		if spec.Kind == SwtpmUnix {
-			c, err = dialUnix(spec.Path, dialTimeout)
-		} else {
-			c, err = net.DialTimeout("tcp", net.JoinHostPort(spec.Host, fmt.Sprint(spec.Port)), dialTimeout)
-		}
+		t, err := dialSocket(spec)
 		if err != nil {
 			if errors.Is(err, os.ErrPermission) {
 				return nil, newErr(ErrPermission, err, "check the socket's owner and mode",
@@ -143,13 +84,13 @@ func dial(spec Spec) (transport.TPMCloser, error) {
 				"start swtpm, or point --tpm / "+EnvSpec+" at the right socket",
 				"swtpm not reachable at %s: %s", spec, causeText(err))
 		}
-		return &streamTPM{conn: c}, nil
+		return t, nil
 	default:
-		f, err := openDevice(spec)
+		fd, err := openDevice(spec)
 		if err != nil {
 			return nil, err
 		}
-		return &deviceTPM{f: f}, nil
+		return &fdTPM{fd: fd}, nil
 	}
 }
 
@@ -157,99 +98,62 @@ func dial(spec Spec) (transport.TPMCloser, error) {
 // take us from its listen queue.
 const dialTimeout = 10 * time.Second
 
-// dialUnix connects to a unix socket with a blocking connect(2), which
-// waits in the kernel until the listener has room for us. swtpm serves
-// one client at a time and takes the next only when the last one is
-// done, so right after our own previous operation its queue is often
-// full: a non-blocking connect (what net.Dial does) then fails with
-// EAGAIN and could only poll. SO_SNDTIMEO bounds the wait.
-func dialUnix(path string, timeout time.Duration) (net.Conn, error) {
-	fd, err := syscall.Socket(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return nil, os.NewSyscallError("socket", err)
-	}
-	tv := syscall.NsecToTimeval(timeout.Nanoseconds())
-	if err := syscall.SetsockoptTimeval(fd, syscall.SOL_SOCKET, syscall.SO_SNDTIMEO, &tv); err != nil {
-		return nil, errors.Join(os.NewSyscallError("setsockopt", err), syscall.Close(fd))
-	}
-	addr := &syscall.SockaddrUnix{Name: path}
+// openRW opens a TPM device for reading and writing, without Go's poller
+// (see fdTPM).
+func openRW(path string) (int, error) {
 	for {
-		err = syscall.Connect(fd, addr)
-		// With a send timeout set, a signal interrupts the wait with
-		// EINTR; the connection was not made yet, so try again.
+		fd, err := syscall.Open(path, syscall.O_RDWR|syscall.O_CLOEXEC, 0)
 		if !errors.Is(err, syscall.EINTR) {
-			break
+			return fd, err
 		}
 	}
-	switch {
-	case errors.Is(err, syscall.EAGAIN):
-		// The send timeout ran out while queued.
-		err = os.ErrDeadlineExceeded
-	case err != nil:
-		err = os.NewSyscallError("connect", err)
-	}
-	if err != nil {
-		return nil, errors.Join(err, syscall.Close(fd))
-	}
-	f := os.NewFile(uintptr(fd), path)
-	c, err := net.FileConn(f)
-	// FileConn works on a duplicate; the original descriptor is ours to
-	// close either way.
-	if cerr := f.Close(); cerr != nil && err == nil {
-		err = cerr
-		if c != nil {
-			err = errors.Join(err, c.Close())
-		}
-		c = nil
-	}
-	return c, err
 }
 
-func openDevice(spec Spec) (*os.File, error) {
+func openDevice(spec Spec) (int, error) {
 	paths := []string{spec.Path}
 	if spec.Fallback && spec.Path == DeviceRM {
 		paths = append(paths, DeviceRaw)
 	}
 	for i, p := range paths {
-		f, err := os.OpenFile(p, os.O_RDWR, 0)
+		fd, err := openRW(p)
 		switch {
 		case err == nil:
-			return f, nil
+			return fd, nil
 		case errors.Is(err, os.ErrNotExist) && i+1 < len(paths):
 			continue
 		case errors.Is(err, os.ErrNotExist):
-			return nil, newErr(ErrNoTPM, err,
+			return -1, newErr(ErrNoTPM, err,
 				"check 'ls -l /dev/tpm*' and that the TPM is enabled in the firmware; for a software TPM run swtpm and use --tpm swtpm:path=SOCKET",
 				"no TPM at %s", strings.Join(paths, " or "))
 		case errors.Is(err, os.ErrPermission):
-			return nil, newErr(ErrPermission, err,
+			return -1, newErr(ErrPermission, err,
 				"add your user to the tss group ('sudo usermod -aG tss $USER', then log in again)",
 				"permission denied opening %s", p)
 		case errors.Is(err, syscall.EBUSY):
 			// The raw device admits one process at a time; wait for
 			// the other one as a lock would.
-			if f, err = waitDevice(p); err == nil {
-				return f, nil
+			if fd, err = waitDevice(p); err == nil {
+				return fd, nil
 			}
-			return nil, newErr(ErrBusy, err,
+			return -1, newErr(ErrBusy, err,
 				"another program has held the TPM for a minute; use /dev/tpmrm0 (the kernel resource manager) if the kernel has it",
 				"%s is busy", p)
 		default:
-			return nil, newErr(ErrNoTPM, err, "", "cannot open %s: %s", p, causeText(err))
+			return -1, newErr(ErrNoTPM, err, "", "cannot open %s: %s", p, causeText(err))
 		}
 	}
 	panic("unreachable")
 }
 
-func waitDevice(path string) (*os.File, error) {
+func waitDevice(path string) (int, error) {
 	deadline := time.Now().Add(lockWait)
 	delay := time.Millisecond
 	for {
 		time.Sleep(delay)
 		delay = min(delay*2, 50*time.Millisecond)
-		f, err := os.OpenFile(path, os.O_RDWR, 0)
+		fd, err := openRW(path)
 		if err == nil || !errors.Is(err, syscall.EBUSY) || time.Now().After(deadline) {
-			return f, err
+			return fd, err
 		}
 	}
 }
@@ -298,24 +202,53 @@ func acquireLock(path string) (*os.File, error) {
 	if err != nil {
 		return nil, newErr(ErrBusy, err, "", "cannot open TPM lock file %s: %s", path, causeText(err))
 	}
-	deadline := time.Now().Add(lockWait)
-	delay := 200 * time.Microsecond
-	for {
-		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
-		if err == nil {
-			return f, nil
+	err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+	if err == nil {
+		return f, nil
+	}
+	if !errors.Is(err, syscall.EWOULDBLOCK) && !errors.Is(err, syscall.EINTR) {
+		return nil, newErr(ErrBusy, errors.Join(err, f.Close()), "", "cannot lock %s: %s", path, causeText(err))
+	}
+	return waitLock(f, path, lockWait)
+}
+
+// waitLock waits for the lock on f in the kernel, which hands it to a
+// waiter when it is released: a process that signs in a loop cannot take
+// it again before the others get their turn, as it could if they polled.
+// A blocking flock cannot be cancelled, so it runs on a goroutine that,
+// if the wait times out, releases the lock as soon as it gets it.
+func waitLock(f *os.File, path string, timeout time.Duration) (*os.File, error) {
+	got := make(chan error) // unbuffered: taken only while waitLock waits
+	gaveUp := make(chan struct{})
+	go func() {
+		var err error
+		for {
+			err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX)
+			if !errors.Is(err, syscall.EINTR) {
+				break
+			}
 		}
-		if !errors.Is(err, syscall.EWOULDBLOCK) && !errors.Is(err, syscall.EINTR) {
-			cerr := f.Close()
-			return nil, newErr(ErrBusy, errors.Join(err, cerr), "", "cannot lock %s: %s", path, causeText(err))
+		select {
+		case got <- err:
+		case <-gaveUp:
+			// Nobody wants the lock any more: closing the descriptor
+			// drops it. The file is open read-only, so a failed close
+			// loses nothing, and no caller is left to tell.
+			f.Close()
 		}
-		if time.Now().After(deadline) {
-			cerr := f.Close()
-			return nil, newErr(ErrBusy, cerr, "another process has been using the TPM for a minute; check for a stuck signer",
-				"TPM busy: waited %v for %s", lockWait, path)
+	}()
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
+	select {
+	case err := <-got:
+		if err != nil {
+			return nil, newErr(ErrBusy, errors.Join(err, f.Close()), "", "cannot lock %s: %s", path, causeText(err))
 		}
-		time.Sleep(delay)
-		delay = min(delay*2, 5*time.Millisecond)
+		return f, nil
+	case <-timer.C:
+		close(gaveUp)
+		return nil, newErr(ErrBusy, nil, "another process has been using the TPM for a minute; check for a stuck signer",
+			"TPM busy: waited %v for %s", timeout, path)
 	}
 }
 

@@ -83,3 +83,78 @@ func TestDialErrors(t *testing.T) {
 		t.Errorf("missing device: %v, want ErrNoTPM", err)
 	}
 }
+
+// TestWaitLock: a waiter gets the lock when its holder lets go; one that
+// gives up does not keep it once it arrives.
+func TestWaitLock(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "s.sock.lock")
+	holder, err := acquireLock(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := openLockFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if _, err := waitLock(f, path, 50*time.Millisecond); !errors.Is(err, ErrBusy) {
+		t.Fatalf("waiting for a held lock: got %v, want ErrBusy", err)
+	}
+	if d := time.Since(start); d < 50*time.Millisecond || d > 5*time.Second {
+		t.Errorf("gave up after %v, want about 50ms", d)
+	}
+	// The abandoned waiter takes the lock when the holder closes, and
+	// drops it at once: the next one gets it.
+	released := make(chan struct{})
+	go func() {
+		time.Sleep(20 * time.Millisecond)
+		if err := closeLock(holder); err != nil {
+			t.Error(err)
+		}
+		close(released)
+	}()
+	next, err := acquireLock(path)
+	if err != nil {
+		t.Fatalf("lock after the holder closed: %v", err)
+	}
+	<-released
+	if err := closeLock(next); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestLockTurns: two goroutines with their own lock files (as two
+// processes have) that each take the lock again at once both get turns.
+func TestLockTurns(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "s.sock.lock")
+	var turns [2]int
+	stop := time.Now().Add(300 * time.Millisecond)
+	done := make(chan error, 2)
+	for i := range 2 {
+		go func() {
+			for time.Now().Before(stop) {
+				f, err := acquireLock(path)
+				if err != nil {
+					done <- err
+					return
+				}
+				turns[i]++
+				time.Sleep(time.Millisecond) // a signature's worth of work
+				if err := closeLock(f); err != nil {
+					done <- err
+					return
+				}
+			}
+			done <- nil
+		}()
+	}
+	for range 2 {
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+	lo, hi := min(turns[0], turns[1]), max(turns[0], turns[1])
+	if lo*3 < hi {
+		t.Errorf("turns %v: one waiter starved", turns)
+	}
+}
