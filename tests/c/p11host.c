@@ -16,10 +16,17 @@
  *   p11host MODULE fork     [--pin PIN] [--slot ID]
  *   p11host MODULE steps    [--pin PIN] [--slot ID]
  *   p11host MODULE loadtime
+ *   p11host MODULE first    [--pin PIN] [--slot ID] [--mech ...]
  *
  * "loadtime" prints what loading costs a program: "loadtime load_us=
  * init_us= rss_kb_before= rss_kb_after=" (dlopen + C_GetFunctionList,
  * then C_Initialize).
+ *
+ * "first" measures a fresh process's first signature, phase by phase:
+ * "first load_us= init_us= open_us= find_us= sign1_us= sign2_us=
+ * total_us= verified=0|1" (open = slot, session and login; total runs
+ * from before dlopen to the end of the first signature; sign2 is the
+ * second signature, for comparison).
  *
  * "steps" keeps the module loaded and reads commands from standard input,
  * one per line, so a test can change the world in between (stop the TPM,
@@ -2774,6 +2781,51 @@ static int mode_steps(void)
 	return rv == CKR_OK ? 0 : 1;
 }
 
+static int mode_first(uint64_t t0, uint64_t t1)
+{
+	CK_SESSION_HANDLE s;
+	unsigned char msg[] = "first", hash[32], data[64], sig[1024];
+	CK_MECHANISM m;
+	CK_ULONG dlen, siglen = 0;
+	const char *stage = "C_SignInit";
+	uint64_t t2, t3, t4, t5, t6;
+	enum mech_kind mk;
+	int ok;
+	CK_RV rv;
+
+	must(init_os_locking(), "C_Initialize");
+	t2 = now_ns();
+	must(pick_slot(&opt.slot), "choosing a slot");
+	must(F->C_OpenSession(opt.slot, CKF_SERIAL_SESSION, NULL, NULL, &s), "C_OpenSession");
+	must(login_user(s), "C_Login");
+	t3 = now_ns();
+	g_nkeys = find_keys(s, g_keys, MAX_KEYS);
+	select_keys(opt.mech);
+	if (g_nkeys == 0)
+		die("no private key with CKA_SIGN for this mechanism");
+	mk = mech_for(&g_keys[0], opt.mech);
+	sha256(msg, sizeof(msg) - 1, hash);
+	dlen = sign_input(mk, msg, sizeof(msg) - 1, hash, &m, data);
+	t4 = now_ns();
+	rv = sign_once(s, &g_keys[0], &m, data, dlen, sig, sizeof(sig), &siglen, &stage);
+	t5 = now_ns();
+	must(rv, stage);
+	ok = verify(&g_keys[0], mk, hash, sig, siglen);
+	t6 = now_ns();
+	rv = sign_once(s, &g_keys[0], &m, data, dlen, sig, sizeof(sig), &siglen, &stage);
+	must(rv, stage);
+	ok = ok && verify(&g_keys[0], mk, hash, sig, siglen);
+	printf("first load_us=%llu init_us=%llu open_us=%llu find_us=%llu sign1_us=%llu sign2_us=%llu total_us=%llu verified=%d\n",
+		(unsigned long long)((t1 - t0) / 1000), (unsigned long long)((t2 - t1) / 1000),
+		(unsigned long long)((t3 - t2) / 1000), (unsigned long long)((t4 - t3) / 1000),
+		(unsigned long long)((t5 - t4) / 1000), (unsigned long long)((now_ns() - t6) / 1000),
+		(unsigned long long)((t5 - t0) / 1000), ok);
+	F->C_CloseSession(s);
+	free_keys(g_keys, g_nkeys);
+	rv = F->C_Finalize(NULL);
+	return ok && rv == CKR_OK ? 0 : 1;
+}
+
 static int mode_fork(void)
 {
 	CK_SESSION_HANDLE s;
@@ -2889,6 +2941,8 @@ static void usage(void)
 		"                                     sha256-rsa-pss|ecdsa|ecdsa-sha256]\n"
 		"       p11host MODULE misuse [--pin PIN] [--slot ID] [--skip LIST] [-v]\n"
 		"       p11host MODULE fork   [--pin PIN] [--slot ID]\n"
+		"       p11host MODULE first  [--pin PIN] [--slot ID] [--mech M]\n"
+		"       p11host MODULE loadtime\n"
 		"The PIN may also be given in $P11HOST_PIN.\n");
 	exit(2);
 }
@@ -2970,6 +3024,12 @@ int main(int argc, char **argv)
 			(unsigned long long)((t1 - t0) / 1000), (unsigned long long)((t2 - t1) / 1000),
 			rss0, proc_status("VmRSS:"), rv);
 		return rv == CKR_OK ? 0 : 1;
+	}
+	if (strcmp(opt.mode, "first") == 0) {
+		uint64_t t0 = now_ns(), t1;
+		load_module();
+		t1 = now_ns();
+		return mode_first(t0, t1);
 	}
 	if (strcmp(opt.mode, "misuse") == 0)
 		install_crash_handlers();  /* before the module's own handlers */

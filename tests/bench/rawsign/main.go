@@ -1,12 +1,19 @@
 // Command rawsign measures the floor for a signature: TPM2_Sign on a key
 // that is already loaded, over one open connection, straight through
-// go-tpm. make bench compares the module against it.
+// go-tpm. make bench compares the module against it. Two more modes time
+// the module's TPM layer without the PKCS#11 part: "perop" signs as the
+// module does on a TPM without resource manager (connect, lock, load from
+// the saved context, sign, flush, each time), "keep" as it does on
+// /dev/tpmrm0 (the key stays loaded; on swtpm this holds the TPM for the
+// whole run).
 //
-//	rawsign -tpm SPEC -k KEY -n COUNT
+//	rawsign -tpm SPEC -k KEY -n COUNT [-mode raw|perop|keep]
 package main
 
 import (
+	"crypto"
 	"crypto/sha256"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -22,8 +29,23 @@ func main() {
 	specFlag := flag.String("tpm", "", "TPM spec")
 	keyPath := flag.String("k", "", "key file")
 	n := flag.Int("n", 1000, "signatures")
+	mode := flag.String("mode", "raw", "raw, perop or keep")
 	flag.Parse()
-	if err := run(*specFlag, *keyPath, *n); err != nil {
+	if *n < 1 {
+		fmt.Fprintln(os.Stderr, "rawsign: -n must be at least 1")
+		os.Exit(2)
+	}
+	var err error
+	switch *mode {
+	case "raw":
+		err = run(*specFlag, *keyPath, *n)
+	case "perop", "keep":
+		err = runLayer(*specFlag, *keyPath, *n, *mode == "keep")
+	default:
+		fmt.Fprintf(os.Stderr, "rawsign: unknown -mode %q\n", *mode)
+		os.Exit(2)
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "rawsign:", err)
 		os.Exit(1)
 	}
@@ -74,9 +96,42 @@ func run(specStr, keyPath string, n int) error {
 	if err != nil {
 		return err
 	}
-	elapsed := time.Since(start)
+	report(lat, time.Since(start))
+	return nil
+}
+
+// runLayer signs through tpm.TPM.SignDigest, per operation or kept.
+func runLayer(specStr, keyPath string, n int, keep bool) (err error) {
+	spec, err := tpm.ParseSpec(specStr)
+	if err != nil {
+		return err
+	}
+	k, err := keyfile.Load(keyPath)
+	if err != nil {
+		return err
+	}
+	t := tpm.Open(spec)
+	if err := t.SetKeepOpen(keep); err != nil {
+		return err
+	}
+	defer func() { err = errors.Join(err, t.Close()) }()
+	lat := make([]time.Duration, 0, n)
+	start := time.Now()
+	for i := range n {
+		d := sha256.Sum256([]byte{byte(i), byte(i >> 8), byte(i >> 16)})
+		t0 := time.Now()
+		if _, err := t.SignDigest(k, nil, nil, d[:], tpm.SignOpts{Hash: crypto.SHA256}); err != nil {
+			return err
+		}
+		lat = append(lat, time.Since(t0))
+	}
+	report(lat, time.Since(start))
+	return nil
+}
+
+func report(lat []time.Duration, elapsed time.Duration) {
+	n := len(lat)
 	slices.Sort(lat)
 	fmt.Printf("signed=%d p50_us=%d p95_us=%d per_s=%.1f\n", n,
 		lat[(n-1)*50/100].Microseconds(), lat[(n-1)*95/100].Microseconds(), float64(n)/elapsed.Seconds())
-	return nil
 }

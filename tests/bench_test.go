@@ -1,0 +1,65 @@
+package tests
+
+import (
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/simple-tpm-pk11/simple-tpm-pk11/internal/sshtest"
+)
+
+// BenchmarkSSHLogin times one ssh login to a loopback sshd (running
+// "true") with an ECDSA P-256 key three ways: from a key file, through
+// the module (PKCS11Provider), and through the bridge (p11-kit-client.so
+// on a socket forwarded with ssh -R to p11-kit server and the module). The
+// token holds that one key, so no login offers a key the server refuses.
+// make bench reports the results.
+func BenchmarkSSHLogin(b *testing.B) {
+	for _, tool := range []string{"ssh", "ssh-keygen", "p11-kit", sshtest.SSHDPath} {
+		need(b, tool)
+	}
+	tk := newToken(b, false)
+	cfg := tk.write(b, "config-ec256", []byte("key ec256.key\n"))
+	env := append(tk.env, "SIMPLE_TPM_PK11_CONFIG="+cfg)
+
+	key := filepath.Join(b.TempDir(), "id_ecdsa")
+	if out, err := exec.Command("ssh-keygen", "-q", "-t", "ecdsa", "-b", "256", "-N", "", "-f", key).CombinedOutput(); err != nil {
+		b.Fatalf("ssh-keygen: %v: %s", err, out)
+	}
+	srv := sshtest.StartServer(b, nil)
+	srv.SetAuthorizedKeys(b, []string{readPub(b, key+".pub"), tk.pub(b, "ec256")})
+
+	ps := startServer(b, env)
+	remote := filepath.Join(sshtest.SocketDir(b), "forwarded.sock")
+	srv.RemoteForward(b, nil, remote, ps.Socket, "-i", key, "-o", "BatchMode=yes")
+
+	for _, c := range []struct {
+		name string
+		env  []string
+		args []string
+	}{
+		{"file-key", sshtest.Env(b), srv.SSHArgs("-i", key, "-o", "BatchMode=yes")},
+		{"module", tk.sshEnv(b, "SIMPLE_TPM_PK11_CONFIG="+cfg), srv.SSHArgs("-o", "PKCS11Provider="+modulePath, "-o", "BatchMode=yes")},
+		{"bridge", sshtest.Env(b, "P11_KIT_SERVER_ADDRESS=unix:path="+remote), srv.SSHArgs("-o", "PKCS11Provider="+clientModule(b), "-o", "BatchMode=yes")},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			for b.Loop() {
+				stdout, stderr, err := sshtest.Run(b, c.env, "ssh", append(c.args, "echo", "in")...)
+				if err != nil || strings.TrimSpace(stdout) != "in" {
+					b.Fatalf("ssh: %v\n%s\n%s", err, stdout, stderr)
+				}
+			}
+		})
+	}
+	tk.noTransient(b)
+}
+
+func readPub(b *testing.B, path string) string {
+	b.Helper()
+	out, err := exec.Command("ssh-keygen", "-y", "-f", strings.TrimSuffix(path, ".pub")).Output()
+	if err != nil {
+		b.Fatalf("ssh-keygen -y %s: %v", path, err)
+	}
+	return strings.TrimSpace(string(out))
+}
