@@ -162,7 +162,9 @@ done
 say "steps of an operation (go test -bench Step ./tpm/)"
 steps=$work/steps.txt
 go test -run '^$' -bench 'BenchmarkStep$' -benchtime "$([ -n "${BENCH_QUICK:-}" ] && echo 50x || echo 500x)" ./tpm/ >"$steps"
-step() { awk -v n="BenchmarkStep/$1" '$1 ~ "^"n"(-[0-9]+)?$" {printf "%d", $3/1000}' "$steps"; }
+# bench_ns FILE NAME: ns/op of benchmark NAME (without its -GOMAXPROCS suffix).
+bench_ns() { awk -v n="$2" '{ name = $1; sub(/-[0-9]+$/, "", name) } name == n { print $3 }' "$1"; }
+step() { awk -v v="$(bench_ns "$steps" "BenchmarkStep/$1")" 'BEGIN{ if (v == "") print "-"; else printf "%d", v/1000 }'; }
 declare -A ST
 for s in connect lock primary+flush load+flush/ecdsa contextload+flush/ecdsa sign/ecdsa load+flush/rsa contextload+flush/rsa sign/rsa; do
 	ST[$s]=$(step "$s")
@@ -262,12 +264,12 @@ fi
 say "ssh logins (go test -bench SSHLogin ./tests/)"
 sshb=$work/ssh.txt
 if go test -run '^$' -bench 'BenchmarkSSHLogin$' -benchtime "$SSH_RUNS" -timeout 20m ./tests/ >"$sshb" 2>&1; then
-	ssh_ms() { awk -v n="BenchmarkSSHLogin/$1" '$1 ~ "^"n"(-[0-9]+)?$" {printf "%.1f", $3/1e6}' "$sshb"; }
-	ssh_file=$(ssh_ms file-key) ssh_mod=$(ssh_ms module) ssh_bridge=$(ssh_ms bridge)
+	ssh_ms() { awk -v v="$(bench_ns "$sshb" "BenchmarkSSHLogin/$1")" 'BEGIN{ if (v == "") print "-"; else printf "%.1f", v/1e6 }'; }
+	ssh_file=$(ssh_ms file-key) ssh_mod=$(ssh_ms module) ssh_kit=$(ssh_ms p11-kit-server) ssh_bridge=$(ssh_ms bridge)
 else
 	say "ssh benchmark failed:"
 	tail -n 20 "$sshb" >&2
-	ssh_file=- ssh_mod=- ssh_bridge=-
+	ssh_file=- ssh_mod=- ssh_kit=- ssh_bridge=-
 fi
 
 # --- scaling --------------------------------------------------------------------------
@@ -399,9 +401,13 @@ doc=$work/doc.md
 	echo "|---|---|"
 	echo "| ECDSA P-256 key file | $ssh_file |"
 	echo "| TPM key through the module (PKCS11Provider) | $ssh_mod |"
+	echo "| TPM key through p11-kit server on a local socket (p11-kit-client.so) | $ssh_kit |"
 	echo "| TPM key through the bridge (p11-kit-client.so on a socket forwarded by ssh -R) | $ssh_bridge |"
 	echo
-	echo "From \`go test -bench SSHLogin ./tests/\` ($SSH_RUNS); each login runs \`echo\` on the server."
+	echo "From \`go test -bench SSHLogin ./tests/\` ($SSH_RUNS); each login runs \`echo\` on the server. The forward"
+	echo "rides on an ssh session, as stpm-bridge ssh's does. A bare \`ssh -N -R\` forward is much slower (about"
+	echo "+160 ms per login here): without a session sshd leaves Nagle's algorithm on, and p11-kit calls that"
+	echo "cross the forward wait for delayed ACKs."
 	echo
 	echo "## Scaling (ECDSA through the module)"
 	echo
