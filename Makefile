@@ -11,7 +11,7 @@ DESTDIR ?=
 GO      ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
 LDFLAGS := -X github.com/simple-tpm-pk11/simple-tpm-pk11/internal/cli.Version=$(VERSION)
-CMDS    := stpm-keygen stpm-sign stpm-verify stpm-bridge
+CMDS    := stpm-keygen stpm-sign stpm-verify stpm-bridge stpm-doctor
 MODULE  := libsimple-tpm-pk11.so
 # Each fuzz target runs this long in `make fuzz` (and so in `make test`).
 FUZZTIME ?= 15s

@@ -19,7 +19,7 @@ var binDir string
 // modulePath is the built libsimple-tpm-pk11.so.
 var modulePath string
 
-var commands = []string{"stpm-keygen", "stpm-sign", "stpm-verify", "stpm-bridge"}
+var commands = []string{"stpm-keygen", "stpm-sign", "stpm-verify", "stpm-bridge", "stpm-doctor"}
 
 func TestMain(m *testing.M) {
 	os.Exit(run(m))
