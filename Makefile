@@ -4,6 +4,7 @@
 #   make test    every test, against real swtpm, openssl and tpm2-tools, then
 #                each fuzz target for FUZZTIME
 #   make build   the commands, into bin/
+#   make man     the man pages, into man/
 #   make install PREFIX=/usr/local [DESTDIR=...]
 
 PREFIX  ?= /usr/local
@@ -20,7 +21,14 @@ FUZZ    := keyfile:FuzzParse keybackup:FuzzDecrypt config:FuzzParse \
 
 export PATH := /usr/local/go/bin:$(PATH)
 
-.PHONY: all build deps test unit lint demo install uninstall fuzz bench clean
+# Man pages are written in go-md2man's markdown next to what they
+# describe: cmd/NAME/NAME.1.md for each command, module/ and config/ for
+# the module and its config file. A new command's page is found by the
+# same pattern.
+MANSRC      := $(wildcard cmd/*/*.[1-9].md module/*.[1-9].md config/*.[1-9].md)
+MANPAGES    := $(patsubst %.md,man/%,$(notdir $(MANSRC)))
+
+.PHONY: all build man deps test unit lint demo install uninstall fuzz bench clean
 
 all: build
 
@@ -29,6 +37,15 @@ build:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/ $(addprefix ./cmd/,$(CMDS))
 	$(GO) build -trimpath -buildmode=c-shared -o lib/$(MODULE) ./module
 	@rm -f lib/libsimple-tpm-pk11.h
+
+vpath %.md $(sort $(dir $(MANSRC)))
+
+man: $(MANPAGES)
+
+man/%: %.md
+	@command -v go-md2man >/dev/null || { echo "go-md2man not found: run make deps (Debian package go-md2man)" >&2; exit 1; }
+	@mkdir -p man
+	go-md2man -in $< -out $@
 
 deps:
 	@bash scripts/install-deps.sh
@@ -84,4 +101,4 @@ uninstall:
 		$(DESTDIR)$(P11KIT_MODULES)/simple-tpm-pk11.module
 
 clean:
-	rm -rf bin lib
+	rm -rf bin lib man
