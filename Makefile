@@ -6,6 +6,8 @@
 #   make build   the commands, into bin/
 #   make man     the man pages, into man/
 #   make install PREFIX=/usr/local [DESTDIR=...]
+#   make deb     a Debian package, into dist/; make deb-test installs, uses
+#                and purges it on this machine (as root)
 
 PREFIX  ?= /usr/local
 DESTDIR ?=
@@ -30,7 +32,7 @@ MANPAGES    := $(patsubst %.md,man/%,$(notdir $(MANSRC)))
 COMPLETIONS := $(wildcard $(addprefix contrib/completions/bash/,$(CMDS)))
 USER_UNITS  := $(wildcard contrib/systemd/user/*.service)
 
-.PHONY: all build man deps test unit lint demo install uninstall fuzz bench clean
+.PHONY: all build man deps test unit lint demo install uninstall fuzz bench clean deb deb-test
 
 all: build
 
@@ -89,7 +91,7 @@ fuzz:
 # The p11-kit module file names the installed path (without DESTDIR). p11-kit
 # reads /usr/share/p11-kit/modules: a PREFIX=/usr install is picked up as
 # is; other prefixes register with "stpm-bridge register". LIBDIR moves
-# the module, e.g. to a multiarch pkcs11 directory.
+# the module: the Debian package puts it in the multiarch pkcs11 directory.
 LIBDIR         ?= $(PREFIX)/lib
 MANDIR         ?= $(PREFIX)/share/man
 BASHCOMPDIR    ?= $(PREFIX)/share/bash-completion/completions
@@ -120,5 +122,14 @@ uninstall:
 		$(addprefix $(DESTDIR)$(SYSTEMDUSERDIR)/,$(notdir $(USER_UNITS)))
 	for p in $(notdir $(MANPAGES)); do rm -f $(DESTDIR)$(MANDIR)/man$${p##*.}/$$p || exit 1; done
 
+# dist/simple-tpm-pk11_VERSION_ARCH.deb, built with dpkg-deb alone.
+deb:
+	@bash scripts/deb.sh
+
+# Installs that package on this machine, uses it through p11-kit, and
+# purges it again: needs root.
+deb-test:
+	@bash scripts/deb-test.sh
+
 clean:
-	rm -rf bin lib man
+	rm -rf bin lib man dist
