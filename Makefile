@@ -4,7 +4,10 @@
 #   make test    every test, against real swtpm, openssl and tpm2-tools, then
 #                each fuzz target for FUZZTIME
 #   make build   the commands, into bin/
+#   make man     the man pages, into man/
 #   make install PREFIX=/usr/local [DESTDIR=...]
+#   make deb     a Debian package, into dist/; make deb-test installs, uses
+#                and purges it on this machine (as root)
 
 PREFIX  ?= /usr/local
 DESTDIR ?=
@@ -20,7 +23,16 @@ FUZZ    := keyfile:FuzzParse keybackup:FuzzDecrypt config:FuzzParse \
 
 export PATH := /usr/local/go/bin:$(PATH)
 
-.PHONY: all build deps test unit lint demo install uninstall fuzz bench clean
+# Man pages are written in go-md2man's markdown next to what they
+# describe: cmd/NAME/NAME.1.md for each command, module/ and config/ for
+# the module and its config file. A new command's page is found by the
+# same pattern, as is its completion in contrib/completions/bash/NAME.
+MANSRC      := $(wildcard cmd/*/*.[1-9].md module/*.[1-9].md config/*.[1-9].md)
+MANPAGES    := $(patsubst %.md,man/%,$(notdir $(MANSRC)))
+COMPLETIONS := $(wildcard $(addprefix contrib/completions/bash/,$(CMDS)))
+USER_UNITS  := $(wildcard contrib/systemd/user/*.service)
+
+.PHONY: all build man deps test unit lint demo install uninstall fuzz bench clean deb deb-test
 
 all: build
 
@@ -29,6 +41,15 @@ build:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/ $(addprefix ./cmd/,$(CMDS))
 	$(GO) build -trimpath -buildmode=c-shared -o lib/$(MODULE) ./module
 	@rm -f lib/libsimple-tpm-pk11.h
+
+vpath %.md $(sort $(dir $(MANSRC)))
+
+man: $(MANPAGES)
+
+man/%: %.md
+	@command -v go-md2man >/dev/null || { echo "go-md2man not found: run make deps (Debian package go-md2man)" >&2; exit 1; }
+	@mkdir -p man
+	go-md2man -in $< -out $@
 
 deps:
 	@bash scripts/install-deps.sh
@@ -69,19 +90,46 @@ fuzz:
 
 # The p11-kit module file names the installed path (without DESTDIR). p11-kit
 # reads /usr/share/p11-kit/modules: a PREFIX=/usr install is picked up as
-# is; other prefixes register with "stpm-bridge register".
+# is; other prefixes register with "stpm-bridge register". LIBDIR moves
+# the module: the Debian package puts it in the multiarch pkcs11 directory.
+LIBDIR         ?= $(PREFIX)/lib
+MANDIR         ?= $(PREFIX)/share/man
+BASHCOMPDIR    ?= $(PREFIX)/share/bash-completion/completions
+SYSTEMDUSERDIR ?= $(PREFIX)/lib/systemd/user
 P11KIT_MODULES := $(PREFIX)/share/p11-kit/modules
 
-install: build
-	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(P11KIT_MODULES)
+install: build man
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(LIBDIR) $(DESTDIR)$(P11KIT_MODULES) \
+		$(DESTDIR)$(BASHCOMPDIR) $(DESTDIR)$(SYSTEMDUSERDIR)
 	install -m 0755 $(addprefix bin/,$(CMDS)) $(DESTDIR)$(PREFIX)/bin/
-	install -m 0644 lib/$(MODULE) $(DESTDIR)$(PREFIX)/lib/
-	sed 's|@LIBDIR@|$(PREFIX)/lib|' contrib/simple-tpm-pk11.module.in > $(DESTDIR)$(P11KIT_MODULES)/simple-tpm-pk11.module
+	install -m 0644 lib/$(MODULE) $(DESTDIR)$(LIBDIR)/
+	sed 's|@LIBDIR@|$(LIBDIR)|' contrib/simple-tpm-pk11.module.in > $(DESTDIR)$(P11KIT_MODULES)/simple-tpm-pk11.module
 	chmod 0644 $(DESTDIR)$(P11KIT_MODULES)/simple-tpm-pk11.module
+	for p in $(MANPAGES); do \
+		install -d $(DESTDIR)$(MANDIR)/man$${p##*.} && \
+		install -m 0644 $$p $(DESTDIR)$(MANDIR)/man$${p##*.}/ || exit 1; \
+	done
+	$(if $(COMPLETIONS),install -m 0644 $(COMPLETIONS) $(DESTDIR)$(BASHCOMPDIR)/)
+	for u in $(USER_UNITS); do \
+		sed 's|/usr/bin/|$(PREFIX)/bin/|' $$u > $(DESTDIR)$(SYSTEMDUSERDIR)/$${u##*/} && \
+		chmod 0644 $(DESTDIR)$(SYSTEMDUSERDIR)/$${u##*/} || exit 1; \
+	done
 
 uninstall:
-	rm -f $(addprefix $(DESTDIR)$(PREFIX)/bin/,$(CMDS)) $(DESTDIR)$(PREFIX)/lib/$(MODULE) \
-		$(DESTDIR)$(P11KIT_MODULES)/simple-tpm-pk11.module
+	rm -f $(addprefix $(DESTDIR)$(PREFIX)/bin/,$(CMDS)) $(DESTDIR)$(LIBDIR)/$(MODULE) \
+		$(DESTDIR)$(P11KIT_MODULES)/simple-tpm-pk11.module \
+		$(addprefix $(DESTDIR)$(BASHCOMPDIR)/,$(notdir $(COMPLETIONS))) \
+		$(addprefix $(DESTDIR)$(SYSTEMDUSERDIR)/,$(notdir $(USER_UNITS)))
+	for p in $(notdir $(MANPAGES)); do rm -f $(DESTDIR)$(MANDIR)/man$${p##*.}/$$p || exit 1; done
+
+# dist/simple-tpm-pk11_VERSION_ARCH.deb, built with dpkg-deb alone.
+deb:
+	@bash scripts/deb.sh
+
+# Installs that package on this machine, uses it through p11-kit, and
+# purges it again: needs root.
+deb-test:
+	@bash scripts/deb-test.sh
 
 clean:
-	rm -rf bin lib
+	rm -rf bin lib man dist
