@@ -107,7 +107,8 @@ func subcommands(name string, usage []string) map[string][]string {
 	subs := map[string][]string{}
 	for _, u := range usage {
 		f := strings.Fields(u)
-		if len(f) < 2 || f[0] != name || strings.HasPrefix(f[1], "-") {
+		// A subcommand is a plain word: not a flag, not an optional part.
+		if len(f) < 2 || f[0] != name || strings.HasPrefix(f[1], "-") || strings.HasPrefix(f[1], "[") {
 			return nil
 		}
 		subs[f[1]] = append(subs[f[1]], usageFlags(f[2:])...)
