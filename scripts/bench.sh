@@ -339,12 +339,15 @@ doc=$work/doc.md
 	echo "# Performance"
 	echo
 	echo "Measured by \`make bench\` on $(date -u +%Y-%m-%d) in one run: $(nproc) cores, $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1),"
-	echo "$(swtpm --version | head -n1 | sed 's/,.*//'), $(go version | cut -d' ' -f3), tpm2-pkcs11 $t2p_version, $(p11-kit --version 2>/dev/null | head -n1), $(ssh -V 2>&1 | cut -d, -f1)."
+	echo "$(swtpm --version | head -n1 | sed 's/,.*//'), $(go version | cut -d' ' -f3), tpm2-pkcs11 $t2p_version, p11-kit $(dpkg-query -W -f='${Version}' p11-kit 2>/dev/null || echo unknown), $(ssh -V 2>&1 | cut -d, -f1)."
 	echo "Single thread unless said. Ratios are from this run, so they hold on a busy machine where the absolute figures do not."
 	echo
 	echo "## Targets"
 	echo
 	cat "$targets"
+	echo
+	echo "A ratio within a few percent of 1.00 (or just below it) is run-to-run noise: the kept-loaded path"
+	echo "sends the same single TPM2_Sign as the raw measurement."
 	echo
 	echo "## One signature, layer by layer"
 	echo

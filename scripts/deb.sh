@@ -126,7 +126,9 @@ Description: keep ssh keys inside a TPM 2.0, for ssh and PKCS#11
  .
  This package has the PKCS#11 module libsimple-tpm-pk11.so, registered
  with p11-kit; stpm-keygen, stpm-sign and stpm-verify to make keys and
- sign with them; and stpm-bridge, which forwards the token over ssh so
+ sign with them; stpm-doctor, which checks the TPM, the keys, p11-kit and
+ ssh and says how to fix what is wrong; and stpm-bridge, which forwards
+ the token over ssh so
  that remote hosts sign with the workstation's TPM, with a systemd user
  unit that keeps its server running.
 EOF

@@ -2781,6 +2781,22 @@ static int mode_steps(void)
 	return rv == CKR_OK ? 0 : 1;
 }
 
+/* warm_openssl makes this program's own first use of OpenSSL (reading
+ * its config, loading the default provider) before "first" starts its
+ * clock, so that cost is not counted against a module that does not link
+ * OpenSSL. */
+static void warm_openssl(void)
+{
+	unsigned char h[32];
+	EVP_PKEY_CTX *c;
+	OPENSSL_init_crypto(OPENSSL_INIT_LOAD_CONFIG, NULL);
+	sha256((const unsigned char *)"warm", 4, h);
+	c = EVP_PKEY_CTX_new_from_name(NULL, "EC", NULL);
+	EVP_PKEY_CTX_free(c);
+	c = EVP_PKEY_CTX_new_from_name(NULL, "RSA", NULL);
+	EVP_PKEY_CTX_free(c);
+}
+
 static int mode_first(uint64_t t0, uint64_t t1)
 {
 	CK_SESSION_HANDLE s;
@@ -3026,7 +3042,9 @@ int main(int argc, char **argv)
 		return rv == CKR_OK ? 0 : 1;
 	}
 	if (strcmp(opt.mode, "first") == 0) {
-		uint64_t t0 = now_ns(), t1;
+		uint64_t t0, t1;
+		warm_openssl();
+		t0 = now_ns();
 		load_module();
 		t1 = now_ns();
 		return mode_first(t0, t1);
