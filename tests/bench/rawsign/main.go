@@ -51,12 +51,18 @@ func main() {
 	}
 }
 
-func run(specStr, keyPath string, n int) error {
+// open parses the spec and loads the key file.
+func open(specStr, keyPath string) (tpm.Spec, *keyfile.Key, error) {
 	spec, err := tpm.ParseSpec(specStr)
 	if err != nil {
-		return err
+		return tpm.Spec{}, nil, err
 	}
 	k, err := keyfile.Load(keyPath)
+	return spec, k, err
+}
+
+func run(specStr, keyPath string, n int) error {
+	spec, k, err := open(specStr, keyPath)
 	if err != nil {
 		return err
 	}
@@ -102,11 +108,7 @@ func run(specStr, keyPath string, n int) error {
 
 // runLayer signs through tpm.TPM.SignDigest, per operation or kept.
 func runLayer(specStr, keyPath string, n int, keep bool) (err error) {
-	spec, err := tpm.ParseSpec(specStr)
-	if err != nil {
-		return err
-	}
-	k, err := keyfile.Load(keyPath)
+	spec, k, err := open(specStr, keyPath)
 	if err != nil {
 		return err
 	}
