@@ -123,7 +123,7 @@ uninstall:
 	for p in $(notdir $(MANPAGES)); do rm -f $(DESTDIR)$(MANDIR)/man$${p##*.}/$$p || exit 1; done
 
 # dist/simple-tpm-pk11_VERSION_ARCH.deb, built with dpkg-deb alone.
-deb:
+deb: deps
 	@bash scripts/deb.sh
 
 # Installs that package on this machine, uses it through p11-kit, and
