@@ -1,6 +1,7 @@
 package tpm
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -26,6 +27,9 @@ type fdTPM struct {
 	fd     int
 	stream bool
 	closed bool
+	// buf receives a device's responses, whose size is known only once
+	// read; kept so a signature does not allocate 64 KiB.
+	buf []byte
 }
 
 func (t *fdTPM) Send(cmd []byte) ([]byte, error) {
@@ -36,15 +40,17 @@ func (t *fdTPM) Send(cmd []byte) ([]byte, error) {
 		return nil, err
 	}
 	if !t.stream {
-		buf := make([]byte, maxResponse)
-		n, err := t.read(buf)
+		if t.buf == nil {
+			t.buf = make([]byte, maxResponse)
+		}
+		n, err := t.read(t.buf)
 		if err != nil {
 			return nil, err
 		}
 		if n == 0 {
 			return nil, io.EOF
 		}
-		return buf[:n], nil
+		return bytes.Clone(t.buf[:n]), nil
 	}
 	hdr := make([]byte, 10)
 	if err := t.readFull(hdr, io.EOF); err != nil {
