@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -746,7 +747,11 @@ func TestDuplicatePINZeroesOld(t *testing.T) {
 // result must give the same problems: that is, no problem depends on (so
 // none can show) a PIN or the rest of an unrecognized line.
 func redactValues(data []byte) []byte {
-	data = bytes.TrimPrefix(data, []byte("\uFEFF"))
+	// The byte order mark the parser skips stays, or a second one
+	// behind it would start the file.
+	bom := []byte("\uFEFF")
+	hasBOM := bytes.HasPrefix(data, bom)
+	data = bytes.TrimPrefix(data, bom)
 	lines := bytes.Split(data, []byte("\n"))
 	for i, line := range lines {
 		t := trimSpace(line)
@@ -760,11 +765,18 @@ func redactValues(data []byte) []byte {
 		}
 		// Digits only: the parser hides a shown name that is part of a
 		// PIN, and no name can be part of this one.
+		// The line's indentation stays too: a mark after it is not at
+		// the start of the file.
 		if len(trimSpace(t[j:])) > 0 && t[0] != '#' {
-			lines[i] = append(bytes.Clone(t[:j]), " 00000000"...)
+			lead := line[:bytes.Index(line, t)]
+			lines[i] = slices.Concat(lead, t[:j], []byte(" 00000000"))
 		}
 	}
-	return bytes.Join(lines, []byte("\n"))
+	out := bytes.Join(lines, []byte("\n"))
+	if hasBOM {
+		out = append(bom, out...)
+	}
+	return out
 }
 
 func countLines(data []byte) int {
