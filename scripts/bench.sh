@@ -145,7 +145,7 @@ for row in "ECDSA P-256, CKM_ECDSA|ec|ec.key|ecdsa|$N_EC" \
 		read -r r[d50] r[d95] r[dps] < <(sign "$T2P" "$mech" "$n" 1 "$PIN")
 		flush_tpm
 	fi
-	P50[$tag.a]=${r[a50]} P50[$tag.k]=${r[k50]} P50[$tag.b]=${r[b50]} PS[$tag.b]=${r[bps]} PS[$tag.d]=${r[dps]} P50[$tag.p]=${r[p50]}
+	P50[$tag.a]=${r[a50]} P50[$tag.k]=${r[k50]} P50[$tag.b]=${r[b50]} PS[$tag.b]=${r[bps]} PS[$tag.d]=${r[dps]}
 	d=${r[dps]}
 	{
 		echo "| $name | (a) raw TPM2_Sign, key loaded | ${r[a50]} | ${r[a95]} | ${r[aps]} | 1.00 | $(ratio "${r[aps]}" "$d") |"

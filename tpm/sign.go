@@ -351,10 +351,11 @@ func (c *Conn) loadSaved(id string, k *keyfile.Key, parentAuth []byte) (*Loaded,
 		}
 		t.saved[id] = s
 	case !errors.As(err, &rc):
+		// The connection failed: the signature would too.
 		return nil, err
-		// A TPM that will not save a context only makes the next
-		// operation load the key from its file again.
 	}
+	// A TPM that refuses to save a context (a TPM error code) only makes
+	// the next operation load the key from its file again.
 	return l, nil
 }
 
