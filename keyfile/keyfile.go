@@ -101,6 +101,18 @@ func (e *Error) Error() string {
 
 func (e *Error) Unwrap() error { return e.Err }
 
+// Hint tells a user holding a rejected file what a key file is and what
+// to do about a damaged one.
+func (e *Error) Hint() string {
+	switch e.Err {
+	case ErrNotPEM, ErrWrongLabel, ErrCorrupt:
+		return `a key file is the "TSS2 PRIVATE KEY" PEM that stpm-keygen or 'openssl genpkey -provider tpm2' writes; if this one was damaged, use a copy`
+	case ErrUnsupportedType, ErrUnsupportedField:
+		return "make the key with stpm-keygen, or check that this is a TPM 2.0 signing key file"
+	}
+	return ""
+}
+
 func corrupt(field, format string, args ...any) *Error {
 	return &Error{Field: field, Msg: fmt.Sprintf(format, args...), Err: ErrCorrupt}
 }
@@ -153,7 +165,7 @@ type Key struct {
 func Parse(pemBytes []byte) (*Key, error) {
 	block, rest := pem.Decode(pemBytes)
 	if block == nil {
-		msg := "no PEM block"
+		msg := `no PEM block (want "-----BEGIN TSS2 PRIVATE KEY-----")`
 		if bytes.Contains(pemBytes, []byte("-----BEGIN ")) {
 			msg = "malformed PEM block (bad base64, or no matching END line)"
 		}

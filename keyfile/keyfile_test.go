@@ -269,9 +269,9 @@ var testFiles = []testFile{
 	{name: "ecc.pem", data: func() []byte { return must(eccKey().MarshalPEM()) }, want: eccKey()},
 
 	{name: "bad-empty.pem", data: func() []byte { return nil },
-		wantErr: ErrNotPEM, wantMsg: "keyfile: no PEM block"},
+		wantErr: ErrNotPEM, wantMsg: `keyfile: no PEM block (want "-----BEGIN TSS2 PRIVATE KEY-----")`},
 	{name: "bad-garbage.pem", data: func() []byte { return []byte("ssh-ed25519 AAAA\x00\x01\xff not a key\n") },
-		wantErr: ErrNotPEM, wantMsg: "keyfile: no PEM block"},
+		wantErr: ErrNotPEM, wantMsg: `keyfile: no PEM block (want "-----BEGIN TSS2 PRIVATE KEY-----")`},
 	{name: "bad-truncated-pem.pem", data: func() []byte { p := pemOf(PEMType, fullDER); return p[:len(p)/2] },
 		wantErr: ErrNotPEM, wantMsg: "keyfile: malformed PEM block (bad base64, or no matching END line)"},
 	{name: "bad-truncated-der.pem", data: func() []byte { return pemOf(PEMType, fullDER[:60]) },

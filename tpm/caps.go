@@ -152,7 +152,7 @@ func (c *Conn) Lockout() (Lockout, error) {
 func (c *Conn) authErr(err error, what string) error {
 	switch {
 	case errors.Is(err, tpm2.TPMRCAuthFail), errors.Is(err, tpm2.TPMRCBadAuth):
-		e := newErr(ErrWrongPIN, err, "", "incorrect %s", what)
+		e := newErr(ErrWrongPIN, err, pinHint(what), "incorrect %s", what)
 		if errors.Is(err, tpm2.TPMRCAuthFail) {
 			if l, lerr := c.Lockout(); lerr == nil && l.Max > 0 {
 				e.Remaining = l.Remaining()
@@ -173,6 +173,16 @@ func (c *Conn) authErr(err error, what string) error {
 		return e
 	}
 	return tpmErr("TPM refused the operation", err)
+}
+
+// pinHint says what to do after a wrong value: for a key's PIN, type it
+// again with care, since the TPM counts failures; for the SRK PIN, where
+// it comes from.
+func pinHint(what string) string {
+	if strings.HasPrefix(what, "SRK PIN") {
+		return "the SRK PIN is the owner hierarchy's authorization (or the persistent parent's): give the right one with -s or --srk-pin-file, or srk_pin in the config"
+	}
+	return "check the PIN (or key_pin in the config); each wrong one counts toward the TPM's dictionary-attack lockout"
 }
 
 func tries(n int) string {

@@ -86,10 +86,22 @@ func (c *Conn) LoadParent(handle uint32, rsaParent bool, auth []byte) (*Parent, 
 		if rsaParent {
 			tmpl = storagePrimaryRSA()
 		}
+		var salt *Parent
+		if len(auth) > 0 {
+			var err error
+			if salt, err = c.saltKey(); err != nil {
+				return nil, err
+			}
+		}
 		rsp, err := tpm2.CreatePrimary{
-			PrimaryHandle: tpm2.AuthHandle{Handle: tpm2.TPMRHOwner, Auth: authSession(auth, nil)},
+			PrimaryHandle: tpm2.AuthHandle{Handle: tpm2.TPMRHOwner, Auth: authSession(auth, salt)},
 			InPublic:      tpm2.New2B(tmpl),
 		}.Execute(c.tpm)
+		if salt != nil {
+			if ferr := c.flush(salt.Handle); ferr != nil && err == nil {
+				err = ferr
+			}
+		}
 		if err != nil {
 			return nil, c.authErr(err, "SRK PIN (owner hierarchy authorization)")
 		}
@@ -124,6 +136,28 @@ func (c *Conn) LoadParent(handle uint32, rsaParent bool, auth []byte) (*Parent, 
 		return nil, newErr(ErrNoParent, nil, "use 0x40000001 (the owner hierarchy) or a persistent handle 0x81xxxxxx",
 			"unsupported parent handle 0x%08x", handle)
 	}
+}
+
+// saltKey makes a storage key in the null hierarchy, which needs no
+// authorization, for salting the session that carries the owner
+// hierarchy's auth value: without a salt the session key derives from the
+// auth value alone and a recorded session could be attacked offline. The
+// null hierarchy's seed changes at every TPM reset, so the key is made
+// fresh each time and flushed as soon as the session has started.
+func (c *Conn) saltKey() (*Parent, error) {
+	rsp, err := tpm2.CreatePrimary{
+		PrimaryHandle: tpm2.TPMRHNull,
+		InPublic:      tpm2.New2B(storagePrimaryECC()),
+	}.Execute(c.tpm)
+	if err != nil {
+		return nil, tpmErr("make the session salt key", err)
+	}
+	c.track(rsp.ObjectHandle)
+	pub, err := rsp.OutPublic.Contents()
+	if err != nil {
+		return nil, tpmErr("session salt key public area", err)
+	}
+	return &Parent{Handle: rsp.ObjectHandle, Name: rsp.Name, Public: *pub}, nil
 }
 
 // authHandle returns the parent as an authorized handle for Create,

@@ -502,3 +502,64 @@ func TestPINNeverInClear(t *testing.T) {
 		}
 	}
 }
+
+// TestOwnerAuthSalted gives the owner hierarchy an auth value (the SRK
+// PIN for the default parent) and checks that it never crosses the
+// interface in clear and that every session carrying it is salted: an
+// unsalted HMAC session would let a recorded bus be attacked offline.
+func TestOwnerAuthSalted(t *testing.T) {
+	newSimTPM(t)
+	owner := []byte("owner-9c1e-SECRET")
+	if _, err := (tpm2.HierarchyChangeAuth{
+		AuthHandle: tpm2.AuthHandle{Handle: tpm2.TPMRHOwner, Auth: tpm2.PasswordAuth(nil)},
+		NewAuth:    tpm2.TPM2BAuth{Buffer: owner},
+	}).Execute(sim); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if _, err := (tpm2.HierarchyChangeAuth{
+			AuthHandle: tpm2.AuthHandle{Handle: tpm2.TPMRHOwner, Auth: tpm2.PasswordAuth(owner)},
+			NewAuth:    tpm2.TPM2BAuth{},
+		}).Execute(sim); err != nil {
+			t.Errorf("reset owner auth: %v", err)
+		}
+	})
+	cap := &capturing{TPM: sim}
+	tp := FromTransport(cap)
+	var k *keyfile.Key
+	err := tp.Do(func(c *Conn) error {
+		var err error
+		k, err = c.CreateKey(KeySpec{Type: ECDSA, Bits: 256, ParentAuth: owner})
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := sha256.Sum256([]byte("x"))
+	for range 2 {
+		if _, err := tp.SignDigest(k, owner, nil, d[:], SignOpts{Hash: crypto.SHA256}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, err = FromTransport(sim).SignDigest(k, []byte("wrong"), nil, d[:], SignOpts{Hash: crypto.SHA256})
+	if !errors.Is(err, ErrWrongPIN) {
+		t.Fatalf("wrong owner auth: got %v, want ErrWrongPIN", err)
+	}
+	const startAuthSession, rhNull = 0x176, 0x40000007
+	sessions := 0
+	for i, cmd := range cap.sent {
+		if bytes.Contains(cmd, owner) {
+			t.Errorf("command %d (cc %#x) carries the owner auth in clear", i, binary.BigEndian.Uint32(cmd[6:10]))
+		}
+		if binary.BigEndian.Uint32(cmd[6:10]) != startAuthSession {
+			continue
+		}
+		sessions++
+		if tpmKey := binary.BigEndian.Uint32(cmd[10:14]); tpmKey == rhNull {
+			t.Errorf("command %d starts an unsalted session", i)
+		}
+	}
+	if sessions == 0 {
+		t.Error("no session was started for the owner auth")
+	}
+}
