@@ -39,7 +39,13 @@ func WriteFileAtomic(path string, data []byte, perm os.FileMode, overwrite bool)
 	dir := filepath.Dir(path)
 	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
 	if err != nil {
-		return fmt.Errorf("%q: create temporary file: %w", path, err)
+		// The temporary name means nothing to the caller; the directory
+		// and the reason do.
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err
+		}
+		return fmt.Errorf("%q: cannot create a file in %q: %w", path, dir, err)
 	}
 	tmp := f.Name()
 	fail := func(step string, err error) error {

@@ -3,6 +3,7 @@ package keyfile
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -153,5 +154,22 @@ func TestWriteFileAtomic(t *testing.T) {
 	}
 	if names := dirNames(t, dir); !slices.Equal(names, []string{"id.pub", "link", "target"}) {
 		t.Errorf("directory holds %q (temporary file left?)", names)
+	}
+}
+
+// TestWriteMissingDir: the error names the file and its directory, never
+// the temporary name the caller did not choose.
+func TestWriteMissingDir(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "nodir", "k.key")
+	err := WriteFileAtomic(path, []byte("x"), 0o600, false)
+	if err == nil {
+		t.Fatal("write into a missing directory succeeded")
+	}
+	want := fmt.Sprintf("%q: cannot create a file in %q: no such file or directory", path, filepath.Dir(path))
+	if err.Error() != want {
+		t.Errorf("got %q\nwant %q", err, want)
+	}
+	if !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("%v does not wrap fs.ErrNotExist", err)
 	}
 }

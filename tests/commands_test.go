@@ -1,6 +1,8 @@
 package tests
 
 import (
+	"context"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -8,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 // sourceCommands lists the commands in ../cmd, one per directory with a
@@ -159,4 +162,49 @@ func set(list []string) []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// TestHelpAndVersion: every command answers -h, --help and --version on
+// standard output with exit status 0 and nothing on standard error; an
+// unknown flag is a usage error (exit 2) on standard error only.
+func TestHelpAndVersion(t *testing.T) {
+	for _, name := range sourceCommands(t) {
+		t.Run(name, func(t *testing.T) {
+			bin := commandPath(t, name)
+			for _, tc := range []struct {
+				args   []string
+				code   int
+				stdout string // prefix of standard output
+			}{
+				{[]string{"-h"}, 0, "Usage:\n"},
+				{[]string{"--help"}, 0, "Usage:\n"},
+				{[]string{"--version"}, 0, name + " "},
+				{[]string{"--no-such-flag"}, 2, ""},
+			} {
+				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+				cmd := exec.CommandContext(ctx, bin, tc.args...)
+				var stdout, stderr strings.Builder
+				cmd.Stdout, cmd.Stderr = &stdout, &stderr
+				err := cmd.Run()
+				cancel()
+				code := 0
+				var ee *exec.ExitError
+				if errors.As(err, &ee) {
+					code = ee.ExitCode()
+				} else if err != nil {
+					t.Fatalf("%s %v: %v", name, tc.args, err)
+				}
+				if code != tc.code {
+					t.Errorf("%s %v: exit status %d, want %d\n%s", name, tc.args, code, tc.code, stderr.String())
+				}
+				if tc.code == 0 {
+					if !strings.HasPrefix(stdout.String(), tc.stdout) || stderr.Len() != 0 {
+						t.Errorf("%s %v: stdout %q, stderr %q; want stdout starting %q and no stderr", name, tc.args, stdout.String(), stderr.String(), tc.stdout)
+					}
+				} else if stdout.Len() != 0 || !strings.HasPrefix(stderr.String(), name+": error: ") {
+					t.Errorf("%s %v: stdout %q, stderr %q; want only an error on stderr", name, tc.args, stdout.String(), stderr.String())
+				}
+			}
+		})
+	}
 }

@@ -13,6 +13,7 @@ import (
 	"io/fs"
 	"os"
 	"os/user"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -22,15 +23,16 @@ import (
 	"github.com/simple-tpm-pk11/simple-tpm-pk11/keyfile"
 	"github.com/simple-tpm-pk11/simple-tpm-pk11/tpm"
 	"golang.org/x/crypto/ssh"
+	"golang.org/x/sys/unix"
 	"golang.org/x/term"
 )
 
 var command = cli.Command{Synopsis: synopsis, Usage: usage}
 
-const synopsis = "stpm-keygen -o FILE [-t rsa|ecdsa] [-b BITS] [-p] [-s] [-S] [-f] [--tpm SPEC]"
+const synopsis = "stpm-keygen -o FILE [-t rsa|ecdsa] [-b BITS] [-p] [-s] [-S] [-f] [--tpm SPEC] [--pin-file F] [--comment C]"
 
 const usage = `Usage:
-    stpm-keygen -o FILE [-t rsa|ecdsa] [-b BITS] [-p] [-s] [-S] [-f] [--tpm SPEC]
+    stpm-keygen -o FILE [-t rsa|ecdsa] [-b BITS] [-p] [-s] [-S] [-f] [--tpm SPEC] [--pin-file F] [--comment C]
     stpm-keygen --restore BACKUP -o FILE [-p] [-s] [-f] [--tpm SPEC]
     stpm-keygen -y -k FILE
 
@@ -166,6 +168,11 @@ func generate(ui *cli.UI, o *options, ks tpm.KeySpec) int {
 			}
 		}
 	}
+	for _, p := range paths {
+		if err := writableDir(p); err != nil {
+			return ui.Fail(err)
+		}
+	}
 	spec, err := cli.TPMSpec(ui, o.tpmSpec)
 	if err != nil {
 		return ui.Fail(err)
@@ -214,6 +221,27 @@ func generate(ui *cli.UI, o *options, ks tpm.KeySpec) int {
 		return ui.Fail(err)
 	}
 	return writeKey(ui, k, o.out, pubPath, comment, o.force)
+}
+
+// writableDir checks that the file path can be created, so that a key
+// made in the TPM is not lost for want of a directory.
+func writableDir(path string) error {
+	dir := filepath.Dir(path)
+	fi, err := os.Stat(dir)
+	switch {
+	case err != nil:
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err
+		}
+		return cli.WithHint(fmt.Errorf("%q: directory %q: %w", path, dir, err), "create the directory first, or choose another path with -o")
+	case !fi.IsDir():
+		return cli.WithHint(fmt.Errorf("%q: %q is not a directory", path, dir), "choose another path with -o")
+	}
+	if err := unix.Access(dir, unix.W_OK); err != nil {
+		return cli.WithHint(fmt.Errorf("%q: cannot write in directory %q: %w", path, dir, err), "choose a directory you can write to with -o")
+	}
+	return nil
 }
 
 // progress tells the user that a slow key generation is under way: RSA

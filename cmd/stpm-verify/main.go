@@ -101,7 +101,7 @@ func run(args []string, ui *cli.UI) int {
 func loadPublic(path string) (crypto.PublicKey, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("reading %q: %w", path, errors.Unwrap(err))
+		return nil, cli.ReadErr(path, err)
 	}
 	if block, _ := pem.Decode(data); block != nil {
 		switch block.Type {
@@ -141,7 +141,7 @@ func loadPublic(path string) (crypto.PublicKey, error) {
 func readSig(path string) ([]byte, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("reading %q: %w", path, errors.Unwrap(err))
+		return nil, cli.ReadErr(path, err)
 	}
 	if t := bytes.TrimSpace(data); len(t) > 0 && len(t)%2 == 0 {
 		if b, err := hex.DecodeString(string(t)); err == nil {

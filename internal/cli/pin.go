@@ -24,7 +24,7 @@ func Zero(b []byte) {
 func ReadSecretFile(path string) ([]byte, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("reading %q: %w", path, errors.Unwrap(err))
+		return nil, ReadErr(path, err)
 	}
 	line, _, _ := bytes.Cut(data, []byte("\n"))
 	line = bytes.TrimSuffix(line, []byte("\r"))
