@@ -23,6 +23,10 @@ const (
 	DeviceRaw = "/dev/tpm0"
 )
 
+// deviceRM and deviceRaw are the paths the default spec tries; tests point
+// them into a temporary directory.
+var deviceRM, deviceRaw = DeviceRM, DeviceRaw
+
 // Kind says how a TPM is reached.
 type Kind int
 
@@ -53,7 +57,7 @@ type Spec struct {
 
 // DefaultSpec is used when no spec is given anywhere.
 func DefaultSpec() Spec {
-	return Spec{Kind: Device, Path: DeviceRM, Fallback: true}
+	return Spec{Kind: Device, Path: deviceRM, Fallback: true}
 }
 
 // ParseSpec parses a TPM spec string. An empty string gives DefaultSpec.

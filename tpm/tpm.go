@@ -49,10 +49,10 @@ type TPM struct {
 // device is asked for and the kernel has no resource manager device, the
 // raw device is used.
 func Open(spec Spec) *TPM {
-	if spec.Kind == Device && spec.Fallback && spec.Path == DeviceRM {
-		if _, err := os.Stat(DeviceRM); errors.Is(err, os.ErrNotExist) {
-			if _, err := os.Stat(DeviceRaw); err == nil {
-				spec.Path = DeviceRaw
+	if spec.Kind == Device && spec.Fallback && spec.Path == deviceRM {
+		if _, err := os.Stat(deviceRM); errors.Is(err, os.ErrNotExist) {
+			if _, err := os.Stat(deviceRaw); err == nil {
+				spec.Path = deviceRaw
 			}
 		}
 	}

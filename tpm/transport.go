@@ -111,8 +111,8 @@ func openRW(path string) (int, error) {
 
 func openDevice(spec Spec) (int, error) {
 	paths := []string{spec.Path}
-	if spec.Fallback && spec.Path == DeviceRM {
-		paths = append(paths, DeviceRaw)
+	if spec.Fallback && spec.Path == deviceRM {
+		paths = append(paths, deviceRaw)
 	}
 	for i, p := range paths {
 		fd, err := openRW(p)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"net"
+	"os"
 	"path/filepath"
 	"slices"
 	"testing"
@@ -156,5 +157,47 @@ func TestLockTurns(t *testing.T) {
 	lo, hi := min(turns[0], turns[1]), max(turns[0], turns[1])
 	if lo*3 < hi {
 		t.Errorf("turns %v: one waiter starved", turns)
+	}
+}
+
+// TestDeviceFallback: the default spec uses the resource manager device,
+// falls back to the raw device when the kernel has none, and names both
+// when neither exists; a device the user names is never swapped.
+func TestDeviceFallback(t *testing.T) {
+	dir := t.TempDir()
+	oldRM, oldRaw := deviceRM, deviceRaw
+	deviceRM, deviceRaw = filepath.Join(dir, "tpmrm0"), filepath.Join(dir, "tpm0")
+	t.Cleanup(func() { deviceRM, deviceRaw = oldRM, oldRaw })
+
+	_, err := dial(DefaultSpec())
+	if !errors.Is(err, ErrNoTPM) || err.Error() != "no TPM at "+deviceRM+" or "+deviceRaw {
+		t.Errorf("neither device: got %v", err)
+	}
+	if err := os.WriteFile(deviceRaw, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tp := Open(DefaultSpec())
+	if tp.spec.Path != deviceRaw || tp.keep {
+		t.Errorf("raw device only: Open chose %s (keep %v), want %s without keeping it open", tp.spec.Path, tp.keep, deviceRaw)
+	}
+	tr, err := dial(DefaultSpec())
+	if err != nil {
+		t.Fatalf("raw device only: %v", err)
+	}
+	if err := tr.Close(); err != nil {
+		t.Fatal(err)
+	}
+	explicit := Spec{Kind: Device, Path: deviceRM}
+	if _, err := dial(explicit); !errors.Is(err, ErrNoTPM) || err.Error() != "no TPM at "+deviceRM {
+		t.Errorf("named device: got %v, want no fallback", err)
+	}
+	if tp := Open(explicit); tp.spec.Path != deviceRM {
+		t.Errorf("named device: Open chose %s", tp.spec.Path)
+	}
+	if err := os.WriteFile(deviceRM, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if tp := Open(DefaultSpec()); tp.spec.Path != deviceRM || !tp.keep {
+		t.Errorf("both devices: Open chose %s (keep %v), want %s kept open", tp.spec.Path, tp.keep, deviceRM)
 	}
 }
