@@ -2,7 +2,7 @@
 #
 #   make demo    make a key in the TPM (or a throwaway swtpm) and sign with it
 #   make test    every test, against real swtpm, openssl and tpm2-tools, then
-#                each fuzz target for FUZZTIME
+#                each fuzz target for FUZZTIME, then (as root) make deb-test
 #   make build   the commands, into bin/
 #   make man     the man pages, into man/
 #   make install PREFIX=/usr/local [DESTDIR=...]
@@ -64,11 +64,15 @@ lint:
 	@bash scripts/vulncheck.sh
 
 # Unit tests run against the in-process TPM simulator; tests/ and
-# internal/swtpmtest start real swtpm processes. CI=true turns a missing
-# tool into a failure instead of a skip.
+# internal/swtpmtest start real swtpm processes. deps has installed every
+# tool, so a missing one is a failure here, not a skip (CI=true). As root
+# the Debian package is tested last, alone: it installs into /usr, which
+# other tests must not see.
+test: export CI ?= true
 test: deps lint
 	$(GO) test -race -timeout 15m ./...
 	@$(MAKE) --no-print-directory fuzz
+	@bash scripts/deb-test.sh --if-possible
 
 unit:
 	$(GO) test -race ./tpm/ ./keyfile/ ./keybackup/ ./config/ ./internal/cli/
