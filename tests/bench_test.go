@@ -3,7 +3,6 @@ package tests
 import (
 	"bufio"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -27,7 +26,7 @@ func BenchmarkSSHLogin(b *testing.B) {
 	env := append(tk.env, "SIMPLE_TPM_PK11_CONFIG="+cfg)
 
 	key := filepath.Join(b.TempDir(), "id_ecdsa")
-	if out, err := exec.Command("ssh-keygen", "-q", "-t", "ecdsa", "-b", "256", "-N", "", "-f", key).CombinedOutput(); err != nil {
+	if out, err := command(b, "ssh-keygen", "-q", "-t", "ecdsa", "-b", "256", "-N", "", "-f", key).CombinedOutput(); err != nil {
 		b.Fatalf("ssh-keygen: %v: %s", err, out)
 	}
 	srv := sshtest.StartServer(b, nil)
@@ -39,7 +38,7 @@ func BenchmarkSSHLogin(b *testing.B) {
 	// with a session, and a bare "ssh -N -R" costs every p11-kit call
 	// that crosses it a delayed-ACK stall.
 	remote := filepath.Join(sshtest.SocketDir(b), "forwarded.sock")
-	fwd := exec.Command("ssh", append(srv.SSHArgs("-i", key, "-o", "BatchMode=yes", "-o", "ExitOnForwardFailure=yes",
+	fwd := command(b, "ssh", append(srv.SSHArgs("-i", key, "-o", "BatchMode=yes", "-o", "ExitOnForwardFailure=yes",
 		"-R", remote+":"+ps.Socket), "echo forwarding; exec sleep 3600")...)
 	fwd.Env = sshtest.Env(b)
 	var fwdErr strings.Builder

@@ -203,7 +203,7 @@ func tail(s string, n int) string {
 // runAs runs a command as u, failing the test on error.
 func runAs(t testing.TB, u *user.User, env []string, name string, args ...string) string {
 	t.Helper()
-	out, err := asUser(u, env, name, args...).CombinedOutput()
+	out, err := asUser(t, u, env, name, args...).CombinedOutput()
 	if err != nil {
 		t.Fatalf("%s %s (as %s): %v\n%s", name, strings.Join(args, " "), u.Username, err, out)
 	}

@@ -35,13 +35,13 @@ func TestPKCS11HeaderABI(t *testing.T) {
 	gcc := need(t, "gcc")
 	needP11KitHeader(t)
 	bin := filepath.Join(t.TempDir(), "abi_check")
-	build := exec.Command(gcc, "-std=gnu11", "-Wall", "-Wextra", "-Werror",
+	build := command(t, gcc, "-std=gnu11", "-Wall", "-Wextra", "-Werror",
 		"-I", filepath.Join("..", "module"), "-I", p11kitInclude,
 		"-o", bin, filepath.Join("c", "abi_check.c"), filepath.Join("c", "abi_p11kit.c"))
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("compiling abi_check: %v\n%s", err, out)
 	}
-	out, err := exec.Command(bin).CombinedOutput()
+	out, err := command(t, bin).CombinedOutput()
 	if err != nil {
 		t.Fatalf("module/pkcs11.h differs from p11-kit's pkcs11.h: %v\n%s", err, out)
 	}
@@ -58,7 +58,7 @@ func TestPKCS11HeaderStrict(t *testing.T) {
 		t.Helper()
 		args = append(args, "-Wall", "-Wextra", "-Wpedantic", "-Werror",
 			"-fsyntax-only", "-I", filepath.Join("..", "module"), "-")
-		cmd := exec.Command(compiler, args...)
+		cmd := command(t, compiler, args...)
 		cmd.Stdin = strings.NewReader(src)
 		if out, err := cmd.CombinedOutput(); err != nil {
 			t.Fatalf("%s %s: %v\n%s", compiler, strings.Join(args, " "), err, out)

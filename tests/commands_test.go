@@ -45,7 +45,7 @@ func commandPath(t testing.TB, name string) string {
 	if _, err := os.Stat(p); err == nil {
 		return p
 	}
-	if out, err := exec.Command(goTool(), "build", "-o", p, "../cmd/"+name).CombinedOutput(); err != nil {
+	if out, err := command(t, goTool(), "build", "-o", p, "../cmd/"+name).CombinedOutput(); err != nil {
 		t.Fatalf("building %s: %v\n%s", name, err, out)
 	}
 	return p
@@ -54,7 +54,7 @@ func commandPath(t testing.TB, name string) string {
 // helpText is what "NAME --help" prints on standard output.
 func helpText(t testing.TB, name string) string {
 	t.Helper()
-	cmd := exec.Command(commandPath(t, name), "--help")
+	cmd := command(t, commandPath(t, name), "--help")
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()

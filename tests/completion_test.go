@@ -2,7 +2,6 @@ package tests
 
 import (
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -36,7 +35,7 @@ printf '%s\n' "${COMPREPLY[@]}"
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(bash, "--norc", "--noprofile", "-c", script, "bash", file, name, line)
+	cmd := command(t, bash, "--norc", "--noprofile", "-c", script, "bash", file, name, line)
 	cmd.Dir = t.TempDir()
 	cmd.Env = append(os.Environ(), "HOME="+cmd.Dir)
 	var stderr strings.Builder
@@ -62,7 +61,7 @@ func TestCompletionForEveryCommand(t *testing.T) {
 			t.Errorf("%s has no bash completion: write contrib/completions/bash/%s (%v)", c, c, err)
 			continue
 		}
-		if out, err := exec.Command(bash, "-n", f).CombinedOutput(); err != nil {
+		if out, err := command(t, bash, "-n", f).CombinedOutput(); err != nil {
 			t.Errorf("bash -n %s: %v\n%s", f, err, out)
 		}
 		// The helpers run from __stpm_words to the end of __stpm_files.

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -16,7 +15,7 @@ import (
 // stpm runs one of the built commands with SIMPLE_TPM_PK11_TPM=spec.
 func stpm(t testing.TB, spec, dir, name string, args ...string) ([]byte, error) {
 	t.Helper()
-	cmd := exec.Command(filepath.Join(binDir, name), args...)
+	cmd := command(t, filepath.Join(binDir, name), args...)
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), "SIMPLE_TPM_PK11_TPM="+spec, "HOME="+dir)
 	var stderr bytes.Buffer

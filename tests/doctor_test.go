@@ -38,7 +38,7 @@ func TestDoctorHealthy(t *testing.T) {
 	env := []string{"PATH=/usr/local/bin:/usr/bin:/bin", "HOME=" + tk.home, "SIMPLE_TPM_PK11_TPM=" + tk.tpm.Spec}
 	runAs(t, u, env, filepath.Join(binDir, "stpm-bridge"), "register", "--module", modulePath)
 
-	out, err := asUser(u, env, filepath.Join(binDir, "stpm-doctor")).CombinedOutput()
+	out, err := asUser(t, u, env, filepath.Join(binDir, "stpm-doctor")).CombinedOutput()
 	if err != nil {
 		t.Fatalf("stpm-doctor: %v\n%s", err, out)
 	}

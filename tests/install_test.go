@@ -2,7 +2,6 @@ package tests
 
 import (
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -39,7 +38,7 @@ func testInstall(t *testing.T, prefix, libdir string) {
 	}
 	run := func(target string) {
 		t.Helper()
-		cmd := exec.Command("make", append([]string{"-C", "..", "--no-print-directory", target}, vars...)...)
+		cmd := command(t, "make", append([]string{"-C", "..", "--no-print-directory", target}, vars...)...)
 		if out, err := cmd.CombinedOutput(); err != nil {
 			t.Fatalf("make %s: %v\n%s", target, err, out)
 		}

@@ -41,7 +41,17 @@ func run(m *testing.M) int {
 		return 1
 	}
 	binDir = dir
-	args := []string{"build", "-o", dir + "/"}
+	// Under go test -race the commands are built with the race detector
+	// too, so the tests that drive them check them for races as well. The
+	// module cannot be: the race runtime must start with the process and
+	// fails to map its memory when a C host dlopens it. Its PKCS#11 logic
+	// runs under the race detector in package p11's own concurrent tests.
+	var race []string
+	if raceEnabled {
+		race = []string{"-race"}
+	}
+	args := append([]string{"build"}, race...)
+	args = append(args, "-o", dir+"/")
 	for _, c := range commands {
 		args = append(args, "../cmd/"+c)
 	}

@@ -184,7 +184,7 @@ func TestManPagesRender(t *testing.T) {
 				}
 			}
 			if manErr == nil {
-				cmd := exec.Command(man, "--warnings", "-l", page)
+				cmd := command(t, man, "--warnings", "-l", page)
 				cmd.Env = append(os.Environ(), "MANWIDTH=80", "LC_ALL=C.UTF-8", "MANPAGER=cat", "PAGER=cat")
 				var errBuf bytes.Buffer
 				cmd.Stderr = &errBuf
@@ -200,7 +200,7 @@ func TestManPagesRender(t *testing.T) {
 // mustRun runs a command that must succeed and returns its standard error.
 func mustRun(t *testing.T, name string, args ...string) string {
 	t.Helper()
-	cmd := exec.Command(name, args...)
+	cmd := command(t, name, args...)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	if out, err := cmd.Output(); err != nil {
@@ -212,7 +212,7 @@ func mustRun(t *testing.T, name string, args ...string) string {
 // render formats a page as plain UTF-8 text, one line per paragraph.
 func render(t *testing.T, groff, page string) string {
 	t.Helper()
-	cmd := exec.Command(groff, "-man", "-t", "-Tutf8", "-rLL=5000n", "-rHY=0", "-P-cbou", page)
+	cmd := command(t, groff, "-man", "-t", "-Tutf8", "-rLL=5000n", "-rHY=0", "-P-cbou", page)
 	cmd.Env = append(os.Environ(), "LC_ALL=C.UTF-8")
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr

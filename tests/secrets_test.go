@@ -2,7 +2,6 @@ package tests
 
 import (
 	"os"
-	"os/exec"
 	"strings"
 	"testing"
 )
@@ -16,7 +15,7 @@ func TestPINNotLogged(t *testing.T) {
 	env := append(append([]string{}, tk.env...), "SIMPLE_TPM_PK11_DEBUG=1")
 	run := func(pin string, wantOK bool) string {
 		t.Helper()
-		cmd := exec.Command("pkcs11-tool", "--module", modulePath, "--login", "--pin", pin, "-O")
+		cmd := command(t, "pkcs11-tool", "--module", modulePath, "--login", "--pin", pin, "-O")
 		cmd.Env = env
 		out, err := cmd.CombinedOutput()
 		if (err == nil) != wantOK {
@@ -45,7 +44,7 @@ func TestPINNotLogged(t *testing.T) {
 	if err := os.Chmod(cfg, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command("pkcs11-tool", "--module", modulePath, "-L")
+	cmd := command(t, "pkcs11-tool", "--module", modulePath, "-L")
 	cmd.Env = tk.env
 	lout, err := cmd.CombinedOutput()
 	if err != nil {
@@ -69,7 +68,7 @@ func TestUnreadableConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The config stays root's and 0600.
-	out, err := asUser(u, []string{"PATH=/usr/bin:/bin", "SIMPLE_TPM_PK11_CONFIG=" + tk.path("config"),
+	out, err := asUser(t, u, []string{"PATH=/usr/bin:/bin", "SIMPLE_TPM_PK11_CONFIG=" + tk.path("config"),
 		"SIMPLE_TPM_PK11_TPM=" + tk.tpm.Spec}, "pkcs11-tool", "--module", modulePath, "-L").CombinedOutput()
 	if err != nil {
 		t.Fatalf("pkcs11-tool must still run: %v\n%s", err, out)

@@ -97,7 +97,7 @@ func TestSystemdUnitVerifies(t *testing.T) {
 			if err := os.MkdirAll(mandir, 0o755); err != nil {
 				t.Fatal(err)
 			}
-			if out, err := exec.Command(md2man, "-in", src, "-out", filepath.Join(mandir, name+"."+sec)).CombinedOutput(); err != nil {
+			if out, err := command(t, md2man, "-in", src, "-out", filepath.Join(mandir, name+"."+sec)).CombinedOutput(); err != nil {
 				t.Fatalf("go-md2man %s: %v\n%s", src, err, out)
 			}
 		}
@@ -108,7 +108,7 @@ func TestSystemdUnitVerifies(t *testing.T) {
 	if err := os.Mkdir(runtime, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(analyze, append(args, unit)...)
+	cmd := command(t, analyze, append(args, unit)...)
 	cmd.Env = append(os.Environ(), "XDG_RUNTIME_DIR="+runtime, "MANPATH="+filepath.Join(dir, "man"))
 	out, err := cmd.CombinedOutput()
 	if bytes.Contains(out, []byte("Failed to initialize manager")) || bytes.Contains(out, []byte("Failed to create ")) {

@@ -39,7 +39,7 @@ func testUser(t testing.TB) *user.User {
 			// so sshd accepts keys for it.
 			{"usermod", "-p", "*", testUserName},
 		} {
-			if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
+			if out, err := command(t, args[0], args[1:]...).CombinedOutput(); err != nil {
 				userOnce.err = &cmdError{args: args, err: err, out: string(out)}
 				return
 			}
@@ -71,14 +71,14 @@ var errNoUser = &cmdError{args: []string{"user lookup"}, err: os.ErrNotExist}
 // chownTree gives a directory tree to u.
 func chownTree(t testing.TB, u *user.User, dir string) {
 	t.Helper()
-	if out, err := exec.Command("chown", "-R", u.Uid+":"+u.Gid, dir).CombinedOutput(); err != nil {
+	if out, err := command(t, "chown", "-R", u.Uid+":"+u.Gid, dir).CombinedOutput(); err != nil {
 		t.Fatalf("chown %s: %v: %s", dir, err, out)
 	}
 }
 
 // asUser runs a command as u with exactly env (plus HOME and USER of u).
-func asUser(u *user.User, env []string, name string, args ...string) *exec.Cmd {
+func asUser(t testing.TB, u *user.User, env []string, name string, args ...string) *exec.Cmd {
 	full := append([]string{"-u", u.Username, "--", "env", "-i", "HOME=" + u.HomeDir, "USER=" + u.Username, "LOGNAME=" + u.Username}, env...)
 	full = append(full, name)
-	return exec.Command("runuser", append(full, args...)...)
+	return command(t, "runuser", append(full, args...)...)
 }

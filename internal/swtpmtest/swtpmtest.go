@@ -26,6 +26,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -43,6 +44,11 @@ type Options struct {
 	// TCP serves the data channel on 127.0.0.1:P and the control channel on
 	// 127.0.0.1:P+1 instead of unix sockets in the state directory.
 	TCP bool
+	// Leftovers lets the test end with transient objects still loaded.
+	// Without it, Start registers a check that fails the test if any
+	// are: every operation must flush what it loaded, on error paths
+	// too, since swtpm has only three slots and no resource manager.
+	Leftovers bool
 }
 
 // TPM is a running swtpm instance.
@@ -69,6 +75,10 @@ const (
 
 	// Longest unix socket path: sun_path is 108 bytes including the NUL.
 	maxSockPath = 107
+
+	// Ports for TCP mode come from here: below the kernel's ephemeral
+	// range, where outgoing connections never take them.
+	portRangeLow, portRangeHigh = 20000, 32000
 
 	readyTimeout = 5 * time.Second
 	stopTimeout  = 5 * time.Second
@@ -112,9 +122,10 @@ func Start(t testing.TB, opts Options) *TPM {
 	bin := Find(t)
 
 	dir := t.TempDir()
-	if len(dir)+1+len(ctrlSock) > maxSockPath || len(dir)+1+len(dataSock) > maxSockPath {
+	if len(dir)+1+len(ctrlSock) > maxSockPath || len(dir)+1+len(dataSock) > maxSockPath || strings.ContainsAny(dir, "=,") {
 		// t.TempDir() embeds the test name and can get too long for a
-		// unix socket path; fall back to a short directory of our own.
+		// unix socket path, or hold the "=" and "," that separate a
+		// TCTI's options; fall back to a short directory of our own.
 		d, err := os.MkdirTemp("", "swtpm")
 		if err != nil {
 			t.Fatalf("swtpmtest: %v", err)
@@ -136,6 +147,11 @@ func Start(t testing.TB, opts Options) *TPM {
 			t.Logf("swtpmtest: stop: %v", err)
 		}
 	})
+	if !opts.Leftovers {
+		// Cleanups run last first: this one runs before the stop, after
+		// every cleanup the test registers later (its servers, hosts).
+		t.Cleanup(func() { s.checkNoTransient(t) })
+	}
 
 	if !opts.TCP {
 		s.Spec = "swtpm:path=" + filepath.Join(dir, dataSock)
@@ -324,27 +340,33 @@ func (s *TPM) waitReady() error {
 // freePortPair returns a port P on 127.0.0.1 such that P and P+1 are both free
 // right now.
 func freePortPair() (int, error) {
+	// Not from bind(0): Linux hands out odd ports there and even ones to
+	// connect(), so P+1 is often held by an outgoing connection or its
+	// TIME_WAIT, which a listener cannot take over. Below the ephemeral
+	// range (32768 and up by default) neither happens.
 	var lastErr error
-	for i := 0; i < 20; i++ {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return 0, err
-		}
-		p := l.Addr().(*net.TCPAddr).Port
-		if p >= 65535 {
-			l.Close()
-			continue
-		}
-		l2, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p+1)))
-		l.Close()
+	for i := 0; i < 200; i++ {
+		p := portRangeLow + 2*rand.IntN((portRangeHigh-portRangeLow)/2)
+		l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p)))
 		if err != nil {
 			lastErr = err
 			continue
 		}
-		l2.Close()
+		l2, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p+1)))
+		if cerr := l.Close(); cerr != nil && err == nil {
+			l2.Close()
+			return 0, cerr
+		}
+		if err != nil {
+			lastErr = err
+			continue
+		}
+		if err := l2.Close(); err != nil {
+			return 0, err
+		}
 		return p, nil
 	}
-	return 0, fmt.Errorf("no free port pair on 127.0.0.1: %v", lastErr)
+	return 0, fmt.Errorf("no free port pair on 127.0.0.1 in %d-%d: %v", portRangeLow, portRangeHigh, lastErr)
 }
 
 func tail(path string, n int) string {
@@ -391,6 +413,28 @@ func (s *TPM) TransientHandles(t testing.TB) []string {
 		t.Fatal("swtpmtest: TransientHandles needs tpm2-tools, which need TCP mode: start the TPM with swtpmtest.Options{TCP: true}")
 	}
 	return parseHandles(s.Tool(t, "tpm2_getcap", "handles-transient"))
+}
+
+// checkNoTransient fails the test when the TPM, if still running, holds
+// transient objects.
+func (s *TPM) checkNoTransient(t testing.TB) {
+	t.Helper()
+	s.mu.Lock()
+	running := s.cmd != nil
+	if running {
+		select {
+		case <-s.done:
+			running = false
+		default:
+		}
+	}
+	s.mu.Unlock()
+	if !running {
+		return
+	}
+	if hs := s.TransientHandles(t); len(hs) > 0 {
+		t.Errorf("swtpmtest: the test left %d transient object(s) in the TPM: %s; every operation must flush what it loads", len(hs), strings.Join(hs, " "))
+	}
 }
 
 // parseHandles reads tpm2_getcap's YAML list ("- 0x80000000" per line).

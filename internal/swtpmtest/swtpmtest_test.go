@@ -177,7 +177,7 @@ func TestTransientHandlesAndLockout(t *testing.T) {
 }
 
 func TestRestartKeepsStateTCP(t *testing.T) {
-	s := Start(t, Options{TCP: true})
+	s := Start(t, Options{TCP: true, Leftovers: true})
 	spec, port, oldPID := s.Spec, s.port, s.PID
 
 	s.RelaxLockout(t)
@@ -240,7 +240,7 @@ func TestTwoAtOnce(t *testing.T) {
 	for _, tcp := range []bool{false, true} {
 		t.Run(fmt.Sprintf("tcp=%v", tcp), func(t *testing.T) {
 			t.Parallel()
-			a := Start(t, Options{TCP: tcp})
+			a := Start(t, Options{TCP: tcp, Leftovers: true})
 			b := Start(t, Options{TCP: tcp})
 			if a.Dir == b.Dir || a.Spec == b.Spec || a.PID == b.PID {
 				t.Fatalf("instances collide: %+v / %+v", a.Spec, b.Spec)
@@ -263,6 +263,38 @@ func TestTwoAtOnce(t *testing.T) {
 				t.Errorf("b sees a's persistent objects: %v", hs)
 			}
 		})
+	}
+}
+
+// errorsTB records the errors reported to it.
+type errorsTB struct {
+	testing.TB
+	errs []string
+}
+
+func (e *errorsTB) Errorf(format string, args ...any) {
+	e.errs = append(e.errs, fmt.Sprintf(format, args...))
+}
+
+// TestLeftoversChecked: the check Start registers reports an object left
+// loaded, and is quiet once it is flushed or the TPM has stopped.
+func TestLeftoversChecked(t *testing.T) {
+	s := Start(t, Options{TCP: true})
+	s.Tool(t, "tpm2_createprimary", "-C", "o", "-c", filepath.Join(s.Dir, "p.ctx"))
+	rec := &errorsTB{TB: t}
+	s.checkNoTransient(rec)
+	if len(rec.errs) != 1 || !strings.Contains(rec.errs[0], "left 1 transient object(s)") {
+		t.Errorf("with an object loaded: errors %q, want one naming it", rec.errs)
+	}
+	s.Tool(t, "tpm2_flushcontext", "-t")
+	rec.errs = nil
+	s.checkNoTransient(rec)
+	if err := s.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	s.checkNoTransient(rec)
+	if len(rec.errs) != 0 {
+		t.Errorf("flushed, then stopped: errors %q", rec.errs)
 	}
 }
 
