@@ -2,9 +2,14 @@ package tests
 
 import (
 	"bufio"
+	"bytes"
+	"context"
 	"io"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
+	"sort"
 	"strconv"
 	"strings"
 	"testing"
@@ -42,17 +47,220 @@ func TestModuleThreadsPIN(t *testing.T) {
 }
 
 // TestModuleMisuse: NULL pointers, short buffers, bad handles, wrong
-// order, absurd lengths: each gets its precise CK_RV and nothing crashes.
+// order, absurd lengths. The matrix in docs/RELIABILITY.md ("C API
+// misuse") is the specification: for each of its rows the C host's case
+// of that name must return exactly that CK_RV, and the module must log
+// as the row says: "error" is exactly one error line naming the function,
+// the code and a cause; "debug" is nothing unless SIMPLE_TPM_PK11_DEBUG
+// is set, then exactly one debug line naming the function and the code;
+// "none" is no line naming the code even with debug on. A case the C
+// host no longer runs, or one the matrix does not list, fails too.
 func TestModuleMisuse(t *testing.T) {
+	rows, stated := misuseMatrix(t, filepath.Join("..", "docs", "RELIABILITY.md"))
+	if stated != len(rows) {
+		t.Errorf("docs/RELIABILITY.md says %d cases, its matrix has %d rows", stated, len(rows))
+	}
 	tk := newToken(t, true)
-	out, err := runCHost(t, tk.env, modulePath, "misuse", "--pin", testPIN)
+	quiet := runMisuse(t, tk.env)
+	debug := runMisuse(t, append(tk.env, "SIMPLE_TPM_PK11_DEBUG=1"))
+	for name := range quiet {
+		if _, ok := rows[name]; !ok {
+			t.Errorf("case %s is not in the matrix of docs/RELIABILITY.md", name)
+		}
+	}
+	names := make([]string, 0, len(rows))
+	for name := range rows {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		row := rows[name]
+		t.Run(name, func(t *testing.T) {
+			q, ok := quiet[name]
+			if !ok {
+				t.Fatalf("p11host ran no case %s", name)
+			}
+			d, ok := debug[name]
+			if !ok {
+				t.Fatalf("p11host ran no case %s with debug logging", name)
+			}
+			for _, r := range []misuseResult{q, d} {
+				if r.line == "" {
+					t.Fatalf("no result line; output of the case:\n%s", strings.Join(r.logs, "\n"))
+				}
+				if r.want != row.code || r.got != row.code || !r.ok {
+					t.Fatalf("%s: want %s (docs/RELIABILITY.md), p11host wants %s and got %s:\n%s",
+						row.fn, row.code, r.want, r.got, r.line)
+				}
+			}
+			checkMisuseLog(t, row, q.logs, d.logs)
+		})
+	}
+}
+
+// misuseRow is one row of the matrix: the C host's case, the function
+// it misuses, the one CK_RV it must return and how the module logs it.
+type misuseRow struct {
+	name, fn, code, log string
+}
+
+// misuseMatrix reads the "C API misuse" section of the reliability
+// document: every table row whose first cell is a case name in
+// backquotes, and the case count its first paragraph states.
+func misuseMatrix(t *testing.T, path string) (map[string]misuseRow, int) {
+	t.Helper()
+	b, err := os.ReadFile(path)
 	if err != nil {
-		t.Fatalf("%v\n%s", err, out)
+		t.Fatal(err)
 	}
-	if !regexp.MustCompile(`(?m)^misuse ok=\d+ fail=0 skip=0$`).MatchString(out) {
-		t.Fatalf("misuse summary:\n%s", lastLine(out, "misuse "))
+	_, sec, ok := strings.Cut(string(b), "\n## C API misuse (PKCS#11)\n")
+	if !ok {
+		t.Fatalf("%s: no section \"C API misuse (PKCS#11)\"", path)
 	}
-	t.Log(lastLine(out, "misuse "))
+	sec, _, _ = strings.Cut(sec, "\n## ")
+	m := regexp.MustCompile(`\((\d+) cases`).FindStringSubmatch(sec)
+	if m == nil {
+		t.Fatalf("%s: the C API section does not say how many cases there are", path)
+	}
+	stated, err := strconv.Atoi(m[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	rowRE := regexp.MustCompile("^\\| `([a-z0-9_]+)` \\| `(C_[A-Za-z]+)` \\| .* \\| `(CKR_[A-Z_]+)` \\| (error|debug|none) \\|$")
+	rows := map[string]misuseRow{}
+	for i, line := range strings.Split(sec, "\n") {
+		if !strings.HasPrefix(line, "| `") {
+			continue
+		}
+		f := rowRE.FindStringSubmatch(line)
+		if f == nil {
+			t.Errorf("%s: C API section line %d is not | `case` | `C_Function` | misuse | `CKR_X` | error/debug/none |: %q", path, i+1, line)
+			continue
+		}
+		if _, dup := rows[f[1]]; dup {
+			t.Errorf("%s: case %s listed twice", path, f[1])
+		}
+		rows[f[1]] = misuseRow{name: f[1], fn: f[2], code: f[3], log: f[4]}
+	}
+	if len(rows) == 0 {
+		t.Fatalf("%s: no rows in the C API matrix", path)
+	}
+	return rows, stated
+}
+
+// misuseResult is what p11host printed for one case: its result line,
+// the parsed codes, and the module's log lines written while it ran.
+type misuseResult struct {
+	line      string
+	want, got string
+	ok        bool
+	logs      []string
+}
+
+var (
+	misuseStart = regexp.MustCompile(`^running case=(\S+)$`)
+	misuseResLn = regexp.MustCompile(`^case=(\S+) want=(\S+) got=(\S+) rv=0x[0-9a-f]{8}( detail="(?:[^"\\]|\\.)*")? (ok|FAIL)$`)
+	misuseOther = regexp.MustCompile(`^case=(\S+) `)
+	moduleLogLn = regexp.MustCompile(`^\d{4}-\d\d-\d\dT[\d:.]+ simple-tpm-pk11\[\d+\]: (error|warning|debug): (.*)$`)
+	misuseSumm  = regexp.MustCompile(`(?m)^misuse ok=\d+ fail=0 skip=0$`)
+)
+
+// runMisuse runs p11host's misuse mode with -v, standard output and
+// standard error in one pipe, so that each of the module's log lines
+// falls between the "running case=" line of the case that caused it and
+// that case's result line. It returns the results by case name.
+func runMisuse(t *testing.T, env []string) map[string]misuseResult {
+	t.Helper()
+	host := buildCHost(t)
+	ctx, cancel := context.WithTimeout(context.Background(), chostTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, host, modulePath, "misuse", "--pin", testPIN, "-v")
+	cmd.Env = env
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	cmd.WaitDelay = 5 * time.Second
+	if err := cmd.Run(); err != nil {
+		// Each failing case is reported below by name.
+		t.Errorf("p11host misuse: %v", err)
+	}
+	if !misuseSumm.MatchString(out.String()) {
+		t.Errorf("misuse summary: %q", lastLine(out.String(), "misuse "))
+	}
+	res := map[string]misuseResult{}
+	cur := ""
+	var logs []string
+	for _, line := range strings.Split(out.String(), "\n") {
+		if m := misuseStart.FindStringSubmatch(line); m != nil {
+			cur, logs = m[1], nil
+			continue
+		}
+		if m := misuseResLn.FindStringSubmatch(line); m != nil {
+			if _, dup := res[m[1]]; dup {
+				t.Errorf("case %s ran twice", m[1])
+			}
+			if m[1] != cur {
+				t.Errorf("result of case %s while case %q ran", m[1], cur)
+			}
+			res[m[1]] = misuseResult{line: line, want: m[2], got: m[3], ok: m[5] == "ok", logs: logs}
+			cur, logs = "", nil
+			continue
+		}
+		if m := misuseOther.FindStringSubmatch(line); m != nil {
+			// A skip, a crash or a hang.
+			t.Errorf("case %s: %s", m[1], line)
+			continue
+		}
+		if cur != "" && line != "" {
+			logs = append(logs, line)
+		}
+	}
+	return res
+}
+
+// checkMisuseLog checks a case's log lines in the run without debug
+// (quiet) and with it (debug) against its row's log column.
+func checkMisuseLog(t *testing.T, row misuseRow, quiet, debug []string) {
+	t.Helper()
+	tag := row.fn + ": " + row.code
+	naming := func(lines []string) (n int) {
+		for _, l := range lines {
+			if m := moduleLogLn.FindStringSubmatch(l); m != nil && strings.HasPrefix(m[2], tag) {
+				n++
+			}
+		}
+		return n
+	}
+	switch row.log {
+	case "error":
+		if len(quiet) != 1 {
+			t.Fatalf("want one log line \"error: %s: cause\", got %d:\n%s", tag, len(quiet), strings.Join(quiet, "\n"))
+		}
+		m := moduleLogLn.FindStringSubmatch(quiet[0])
+		if m == nil || m[1] != "error" || !strings.HasPrefix(m[2], tag+": ") || len(strings.TrimSpace(m[2])) <= len(tag)+2 {
+			t.Fatalf("want \"error: %s: cause\", got %q", tag, quiet[0])
+		}
+		if n := naming(debug); n != 1 {
+			t.Errorf("with debug logging: %d lines naming %s, want 1:\n%s", n, tag, strings.Join(debug, "\n"))
+		}
+	case "debug":
+		if len(quiet) != 0 {
+			t.Errorf("want no log line without debug, got:\n%s", strings.Join(quiet, "\n"))
+		}
+		if n := naming(debug); n != 1 {
+			t.Errorf("with debug logging: %d lines naming %s, want 1:\n%s", n, tag, strings.Join(debug, "\n"))
+		}
+	case "none":
+		if len(quiet) != 0 {
+			t.Errorf("want no log line, got:\n%s", strings.Join(quiet, "\n"))
+		}
+		if row.code != "CKR_OK" {
+			for _, l := range debug {
+				if strings.Contains(l, row.code) {
+					t.Errorf("want no line naming %s even with debug logging, got %q", row.code, l)
+				}
+			}
+		}
+	}
 }
 
 // TestModuleFork: a child forked after the module was loaded is answered
