@@ -12,14 +12,16 @@
 # docs/PERFORMANCE.md. Nothing here is a pass/fail test.
 #
 # BENCH_QUICK=1 runs fewer iterations (a smoke run of the script).
+# BENCH_SOAK_ONLY=1 runs only the long run (RSS and goroutines over
+# N_SOAK signatures in one process, default 100000) and prints its table.
 # BENCH_NO_INSTALL=1 leaves tpm2-pkcs11 out when it is not installed.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 root=$PWD
 if [ -n "${BENCH_QUICK:-}" ]; then
-	N_EC=200 N_RSA=60 RUNS=3 SSH_RUNS=3x
+	N_EC=200 N_RSA=60 RUNS=3 SSH_RUNS=3x N_SOAK=${N_SOAK:-10000}
 else
-	N_EC=${N_EC:-2000} N_RSA=${N_RSA:-500} RUNS=${RUNS:-15} SSH_RUNS=${SSH_RUNS:-20x}
+	N_EC=${N_EC:-2000} N_RSA=${N_RSA:-500} RUNS=${RUNS:-15} SSH_RUNS=${SSH_RUNS:-20x} N_SOAK=${N_SOAK:-100000}
 fi
 PIN=1234
 
@@ -78,6 +80,40 @@ for c in /usr/lib/*/pkcs11/p11-kit-client.so /usr/lib64/pkcs11/p11-kit-client.so
 done
 
 flush_tpm() { tpm2_flushcontext -t >/dev/null 2>&1 || true; tpm2_flushcontext -s >/dev/null 2>&1 || true; }
+
+# --- long run: RSS and goroutines over many signatures ------------------------
+# p11host soak signs N_SOAK times with the ECDSA P-256 key in one process and
+# prints RSS every tenth of the way; the module's debug log gives its
+# goroutine count at C_Finalize after one signature and after the run.
+soak_run() {
+	local every=$((N_SOAK / 10)) out=$work/soak.txt log=$work/soak.log
+	say "long run: $N_SOAK signatures in one process (p11host soak)"
+	SIMPLE_TPM_PK11_DEBUG=1 SIMPLE_TPM_PK11_LOG_STDERR=1 P11HOST_SOAK_EVERY=$every \
+		"$host" "$module" soak --count "$N_SOAK" >"$out" 2>"$log" || {
+		say "p11host soak failed:"
+		grep -v 'debug: ' "$log" | tail -n 5 >&2
+	}
+	mapfile -t soak_g < <(sed -n 's/.*finalize: \([0-9]*\) goroutines.*/\1/p' "$log")
+	soak=$work/soak.md
+	{
+		echo "| signatures | RSS, kB | OS threads | seconds |"
+		echo "|---|---|---|---|"
+		sed -n 's/^soak signs=\([0-9]*\) rss_kb=\([0-9]*\) threads=\([0-9]*\) elapsed_ms=\([0-9]*\)$/\1 \2 \3 \4/p' "$out" |
+			awk '{ printf "| %d | %d | %d | %.1f |\n", $1, $2, $3, $4/1000 }'
+	} >"$soak"
+	soak_done=$(grep '^soak done' "$out" || echo "soak done: none")
+	rm -f "$log"
+}
+soak_print() {
+	cat "$soak"
+	echo
+	echo "Goroutines at C_Finalize: ${soak_g[0]:--} after one signature, ${soak_g[1]:--} after $N_SOAK ($soak_done)."
+}
+if [ -n "${BENCH_SOAK_ONLY:-}" ]; then
+	soak_run
+	soak_print
+	exit 0
+fi
 
 if [ -n "$T2P" ]; then
 	# tpm2_ptool drives tpm2-tools, which leave their objects loaded (they
@@ -302,6 +338,8 @@ scale=$work/scale.md
 	done
 } >"$scale"
 
+soak_run
+
 # --- targets ------------------------------------------------------------------------------
 key_load=$((ST[primary+flush] + ST[load+flush/ecdsa]))
 first_budget=$((key_load + ${P50[ec.b]} + 5000))
@@ -418,6 +456,15 @@ doc=$work/doc.md
 	echo "serializes; what matters is that nothing is lost beyond that and no process starves."
 	echo
 	cat "$scale"
+	echo
+	echo "## Long run: memory and goroutines"
+	echo
+	echo "$N_SOAK ECDSA P-256 signatures in one process (\`p11host soak\`, one thread, one session, each verified),"
+	echo "sampled every $((N_SOAK / 10)). Reproduce with \`BENCH_SOAK_ONLY=1 N_SOAK=$N_SOAK bash scripts/bench.sh\`;"
+	echo "\`STPM_LONG=1 go test -run TestModuleSoak ./tests/\` checks the same run (at most 8 MB of growth after the"
+	echo "first tenth, no more goroutines at the end)."
+	echo
+	soak_print
 } >"$doc"
 cp "$doc" docs/PERFORMANCE.md
 cat "$doc"

@@ -1,10 +1,8 @@
 package tests
 
 import (
-	"bufio"
 	"bytes"
 	"context"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -283,63 +281,15 @@ func TestModuleFork(t *testing.T) {
 // once the TPM is back the next one works, without reloading the module.
 func TestModuleTPMRestart(t *testing.T) {
 	tk := newToken(t, false)
-	host := buildCHost(t)
-	cmd := exec.Command(host, modulePath, "steps")
-	cmd.Env = tk.env
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdoutPipe, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if cmd.ProcessState == nil {
-			if err := cmd.Process.Kill(); err != nil {
-				t.Log(err)
-			}
-			if err := cmd.Wait(); err != nil {
-				t.Log(err)
-			}
-		}
-	})
-	lines := make(chan string)
-	go func() {
-		sc := bufio.NewScanner(stdoutPipe)
-		for sc.Scan() {
-			lines <- sc.Text()
-		}
-		close(lines)
-	}()
-	next := func() string {
-		t.Helper()
-		select {
-		case l, ok := <-lines:
-			if !ok {
-				t.Fatalf("p11host exited; stderr:\n%s", stderr.String())
-			}
-			return l
-		case <-time.After(time.Minute):
-			t.Fatal("p11host hung")
-		}
-		return ""
-	}
+	h := startHost(t, tk.env, modulePath, "steps")
 	step := func(cmdline, want string) {
 		t.Helper()
-		if _, err := io.WriteString(stdin, cmdline+"\n"); err != nil {
-			t.Fatal(err)
-		}
-		if got := next(); !strings.HasPrefix(got, want) {
-			t.Fatalf("%s: got %q, want %q; stderr:\n%s", cmdline, got, want, stderr.String())
+		h.send(cmdline)
+		if got := h.next(time.Minute); !strings.HasPrefix(got, want) {
+			t.Fatalf("%s: got %q, want %q; stderr:\n%s", cmdline, got, want, h.stderr.String())
 		}
 	}
-	if got := next(); got != "steps ready" {
+	if got := h.next(time.Minute); got != "steps ready" {
 		t.Fatalf("start: %q", got)
 	}
 	step("sign", "step sign rv=0x00000000 name=CKR_OK stage=C_Sign verified=1")
@@ -349,20 +299,19 @@ func TestModuleTPMRestart(t *testing.T) {
 	step("sign", "step sign rv=0x00000030 name=CKR_DEVICE_ERROR")
 	tk.tpm.Restart(t)
 	step("sign", "step sign rv=0x00000000 name=CKR_OK stage=C_Sign verified=1")
-	if _, err := io.WriteString(stdin, "quit\n"); err != nil {
-		t.Fatal(err)
-	}
-	if got := next(); got != "finalize rv=0x00000000 name=CKR_OK" {
+	h.send("quit")
+	if got := h.next(time.Minute); got != "finalize rv=0x00000000 name=CKR_OK" {
 		t.Errorf("finalize: %q", got)
 	}
-	if err := cmd.Wait(); err != nil {
+	if err := h.wait(); err != nil {
 		t.Errorf("p11host: %v", err)
 	}
-	if !strings.Contains(stderr.String(), "C_Sign: CKR_DEVICE_ERROR: key ") || !strings.Contains(stderr.String(), "swtpm not reachable at "+tk.tpm.Spec) {
-		t.Errorf("no log line naming the lost TPM:\n%s", stderr.String())
+	stderr := h.stderr.String()
+	if !strings.Contains(stderr, "C_Sign: CKR_DEVICE_ERROR: key ") || !strings.Contains(stderr, "swtpm not reachable at "+tk.tpm.Spec) {
+		t.Errorf("no log line naming the lost TPM:\n%s", stderr)
 	}
-	if strings.Count(stderr.String(), "\n") != 1 {
-		t.Errorf("want exactly one log line:\n%s", stderr.String())
+	if strings.Count(stderr, "\n") != 1 {
+		t.Errorf("want exactly one log line:\n%s", stderr)
 	}
 }
 
@@ -382,11 +331,11 @@ func lastLine(out, prefix string) string {
 // with debug on).
 func TestModuleNoGoroutineLeak(t *testing.T) {
 	tk := newToken(t, false)
-	host := buildCHost(t)
 	count := func(n string) int {
 		t.Helper()
-		cmd := exec.Command(host, modulePath, "sign", "--threads", "4", "--count", n, "--session-each")
-		cmd.Env = append(append([]string{}, tk.env...), "SIMPLE_TPM_PK11_DEBUG=1")
+		ctx, cancel := context.WithTimeout(context.Background(), chostTimeout)
+		defer cancel()
+		cmd := hostCommand(ctx, t, withEnv(tk.env, "SIMPLE_TPM_PK11_DEBUG=1"), nil, modulePath, "sign", "--threads", "4", "--count", n, "--session-each")
 		var stderr strings.Builder
 		cmd.Stderr = &stderr
 		out, err := cmd.Output()

@@ -4,15 +4,21 @@ import (
 	"bytes"
 	"context"
 	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
 	"crypto/sha1"
 	"crypto/sha256"
 	"crypto/sha512"
 	"crypto/x509"
 	"encoding/hex"
+	"encoding/pem"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -196,79 +202,233 @@ func TestPkcs11ToolInfo(t *testing.T) {
 	tk.noTransient(t)
 }
 
-// digestInfo builds what CKM_RSA_PKCS signs for ssh's rsa-sha2-*.
+// digestInfo builds what CKM_RSA_PKCS signs for ssh's rsa-sha2-* (and
+// for any PKCS#1 v1.5 signature of a hash): the DER DigestInfo prefix of
+// RFC 8017 section 9.2, note 1, followed by the digest.
 func digestInfo(prefix string, digest []byte) []byte {
 	p := map[string][]byte{
+		"sha1":   {0x30, 0x21, 0x30, 0x09, 0x06, 0x05, 0x2b, 0x0e, 0x03, 0x02, 0x1a, 0x05, 0x00, 0x04, 0x14},
 		"sha256": {0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01, 0x05, 0x00, 0x04, 0x20},
+		"sha384": {0x30, 0x41, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x02, 0x05, 0x00, 0x04, 0x30},
 		"sha512": {0x30, 0x51, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x03, 0x05, 0x00, 0x04, 0x40},
 	}[prefix]
 	return append(append([]byte(nil), p...), digest...)
 }
 
-// TestPkcs11ToolSign signs with every mechanism through pkcs11-tool and
-// verifies each signature with openssl against the exported public key.
+// signCase is one signature through pkcs11-tool: the input file, extra
+// pkcs11-tool options, and the openssl dgst options that verify it over
+// the file "data".
+type signCase struct {
+	input  string
+	extra  []string
+	verify []string
+}
+
+// pssCase is a PSS case: the mechanism hashes with hash (or the input is that
+// hash, for plain RSA-PKCS-PSS), MGF1 with the same hash, salt as long as
+// the hash (the only salt a TPM uses).
+func pssCase(input, hash string, salt int, plain bool) signCase {
+	extra := []string{"--mgf", "MGF1-" + strings.ToUpper(hash), "--salt-len", strconv.Itoa(salt)}
+	if plain {
+		name := strings.ToUpper(hash)
+		if name == "SHA1" {
+			name = "SHA-1" // pkcs11-tool's spelling
+		}
+		extra = append([]string{"--hash-algorithm", name}, extra...)
+	}
+	return signCase{input, extra, []string{"-" + hash, "-sigopt", "rsa_padding_mode:pss", "-sigopt", "rsa_pss_saltlen:" + strconv.Itoa(salt)}}
+}
+
+// ecdsaCase is an ECDSA case; pkcs11-tool writes the signature as DER.
+func ecdsaCase(input, hash string) signCase {
+	return signCase{input, []string{"--signature-format", "openssl"}, []string{"-" + hash}}
+}
+
+// signCases says, for each mechanism the module may list, which key type
+// it takes and how to sign with it and verify. Keyed by pkcs11-tool's name.
+var signCases = map[string]struct {
+	rsa   bool
+	cases func(key string) []signCase
+}{
+	// CKM_RSA_PKCS over DigestInfo(SHA-x(data)) is what ssh sends for
+	// rsa-sha2-256/512: a plain PKCS#1 v1.5 signature of data.
+	"RSA-PKCS": {true, func(string) []signCase {
+		return []signCase{{"di1", nil, []string{"-sha1"}}, {"di256", nil, []string{"-sha256"}},
+			{"di384", nil, []string{"-sha384"}}, {"di512", nil, []string{"-sha512"}}}
+	}},
+	"SHA1-RSA-PKCS":   {true, func(string) []signCase { return []signCase{{"data", nil, []string{"-sha1"}}} }},
+	"SHA256-RSA-PKCS": {true, func(string) []signCase { return []signCase{{"data", nil, []string{"-sha256"}}} }},
+	"SHA384-RSA-PKCS": {true, func(string) []signCase { return []signCase{{"data", nil, []string{"-sha384"}}} }},
+	"SHA512-RSA-PKCS": {true, func(string) []signCase { return []signCase{{"data", nil, []string{"-sha512"}}} }},
+	"RSA-PKCS-PSS": {true, func(string) []signCase {
+		return []signCase{pssCase("d1", "sha1", 20, true), pssCase("d256", "sha256", 32, true), pssCase("d384", "sha384", 48, true), pssCase("d512", "sha512", 64, true)}
+	}},
+	"SHA1-RSA-PKCS-PSS":   {true, func(string) []signCase { return []signCase{pssCase("data", "sha1", 20, false)} }},
+	"SHA256-RSA-PKCS-PSS": {true, func(string) []signCase { return []signCase{pssCase("data", "sha256", 32, false)} }},
+	"SHA384-RSA-PKCS-PSS": {true, func(string) []signCase { return []signCase{pssCase("data", "sha384", 48, false)} }},
+	"SHA512-RSA-PKCS-PSS": {true, func(string) []signCase { return []signCase{pssCase("data", "sha512", 64, false)} }},
+	// CKM_ECDSA signs a hash: the one that goes with the curve, and SHA-1.
+	"ECDSA": {false, func(key string) []signCase {
+		if key == "ec384" {
+			return []signCase{ecdsaCase("d384", "sha384"), ecdsaCase("d1", "sha1")}
+		}
+		return []signCase{ecdsaCase("d256", "sha256"), ecdsaCase("d1", "sha1")}
+	}},
+	"ECDSA-SHA1":   {false, func(string) []signCase { return []signCase{ecdsaCase("data", "sha1")} }},
+	"ECDSA-SHA256": {false, func(string) []signCase { return []signCase{ecdsaCase("data", "sha256")} }},
+	"ECDSA-SHA384": {false, func(string) []signCase { return []signCase{ecdsaCase("data", "sha384")} }},
+	"ECDSA-SHA512": {false, func(string) []signCase { return []signCase{ecdsaCase("data", "sha512")} }},
+}
+
+// tokenPublicKey reads a key's public key object from the token with
+// pkcs11-tool, checks it is the key of the .pub file stpm-keygen wrote,
+// and writes it as PEM for openssl.
+func (tk *token) tokenPublicKey(t testing.TB, name string) string {
+	t.Helper()
+	der := tk.path(name + ".token.der")
+	var data []byte
+	out, err := tk.run(t, "pkcs11-tool", "--module", modulePath, "--read-object", "--type", "pubkey", "--id", tk.id(t, name), "-o", der)
+	if err == nil {
+		if data, err = os.ReadFile(der); err != nil {
+			t.Fatal(err)
+		}
+	} else if strings.Contains(out, "cannot create EVP_PKEY") {
+		// pkcs11-tool 0.23 cannot export a P-384 key; the key's
+		// attributes as it lists them are what the token holds.
+		t.Logf("%s: pkcs11-tool --read-object: %s; using its listing of CKA_EC_PARAMS and CKA_EC_POINT", name, strings.TrimSpace(out))
+		data = tk.listedECKey(t, name)
+	} else {
+		t.Fatalf("pkcs11-tool --read-object %s: %v\n%s", name, err, out)
+	}
+	pub, err := x509.ParsePKIXPublicKey(data)
+	if err != nil {
+		t.Fatalf("%s: the token's public key is not a SubjectPublicKeyInfo: %v", name, err)
+	}
+	if !pub.(interface{ Equal(crypto.PublicKey) bool }).Equal(tk.publicKey(t, name)) {
+		t.Fatalf("%s: the token's public key differs from %s.key.pub", name, name)
+	}
+	return tk.write(t, name+".token.pem", pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: data}))
+}
+
+// listedECKey builds an EC public key's SubjectPublicKeyInfo from the
+// CKA_EC_PARAMS and CKA_EC_POINT pkcs11-tool lists for it.
+func (tk *token) listedECKey(t testing.TB, name string) []byte {
+	t.Helper()
+	list := tk.mustRun(t, "pkcs11-tool", "--module", modulePath, "--list-objects", "--type", "pubkey")
+	out := ""
+	for _, obj := range strings.Split(list, "Public Key Object;") {
+		if strings.Contains(obj, "ID:         "+tk.id(t, name)+"\n") {
+			out = obj
+		}
+	}
+	attr := func(label string) []byte {
+		m := regexp.MustCompile(label + `:\s+([0-9a-f]+)`).FindStringSubmatch(out)
+		if m == nil {
+			t.Fatalf("no %s in\n%s", label, out)
+		}
+		b, err := hex.DecodeString(m[1])
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	curves := map[string]elliptic.Curve{"06082a8648ce3d030107": elliptic.P256(), "06052b81040022": elliptic.P384()}
+	curve := curves[hex.EncodeToString(attr("EC_PARAMS"))]
+	point := attr("EC_POINT")
+	if curve == nil || len(point) < 2 || point[0] != 0x04 || int(point[1]) != len(point)-2 {
+		t.Fatalf("%s: unexpected CKA_EC_PARAMS or CKA_EC_POINT (want a named curve and a DER OCTET STRING):\n%s", name, out)
+	}
+	pub, err := ecdsa.ParseUncompressedPublicKey(curve, point[2:])
+	if err != nil {
+		t.Fatalf("%s: CKA_EC_POINT: %v", name, err)
+	}
+	spki, err := x509.MarshalPKIXPublicKey(pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return spki
+}
+
+// listedMechanisms parses pkcs11-tool -M: each mechanism with its flags.
+func listedMechanisms(t testing.TB, out string) map[string][]string {
+	t.Helper()
+	mechs := map[string][]string{}
+	for _, l := range strings.Split(out, "\n") {
+		if !strings.HasPrefix(l, "  ") {
+			continue
+		}
+		f := strings.Split(strings.TrimSpace(l), ", ")
+		mechs[f[0]] = f[1:]
+	}
+	if len(mechs) == 0 {
+		t.Fatalf("no mechanisms in pkcs11-tool -M:\n%s", out)
+	}
+	return mechs
+}
+
+// TestPkcs11ToolSign signs through pkcs11-tool with every mechanism the
+// module lists, with every key of the type it takes (and for CKM_RSA_PKCS
+// and the PSS mechanisms, with every hash), and verifies each signature
+// with openssl against the public key read back from the token, which
+// must be the one in the .pub file. Every mechanism must be flagged hw
+// and sign.
 func TestPkcs11ToolSign(t *testing.T) {
 	need(t, "pkcs11-tool")
 	need(t, "openssl")
 	tk := newToken(t, false)
 	data := []byte("sign me, TPM\n")
 	dataFile := tk.write(t, "data", data)
+	d1 := sha1.Sum(data)
 	d256 := sha256.Sum256(data)
 	d384 := sha512.Sum384(data)
 	d512 := sha512.Sum512(data)
-	tk.write(t, "d256", d256[:])
-	tk.write(t, "d384", d384[:])
-	tk.write(t, "di256", digestInfo("sha256", d256[:]))
-	tk.write(t, "di512", digestInfo("sha512", d512[:]))
+	for name, b := range map[string][]byte{
+		"d1": d1[:], "d256": d256[:], "d384": d384[:], "d512": d512[:],
+		"di1": digestInfo("sha1", d1[:]), "di256": digestInfo("sha256", d256[:]),
+		"di384": digestInfo("sha384", d384[:]), "di512": digestInfo("sha512", d512[:]),
+	} {
+		tk.write(t, name, b)
+	}
 	pems := map[string]string{}
 	for _, k := range testKeys {
-		pems[k.name] = tk.pem(t, k.name)
+		pems[k.name] = tk.tokenPublicKey(t, k.name)
 	}
-	for _, tc := range []struct {
-		key, mech, input string
-		extra            []string
-		verify           []string // openssl command; SIG, PEM and DATA substituted
-	}{
-		// CKM_RSA_PKCS over DigestInfo(SHA-x(data)) is what ssh sends
-		// for rsa-sha2-256/512: a plain PKCS#1 v1.5 signature of data.
-		{"rsa", "RSA-PKCS", "di256", nil, []string{"dgst", "-sha256", "-verify", "PEM", "-signature", "SIG", "DATA"}},
-		{"rsa", "RSA-PKCS", "di512", nil, []string{"dgst", "-sha512", "-verify", "PEM", "-signature", "SIG", "DATA"}},
-		{"rsa", "SHA1-RSA-PKCS", "data", nil, []string{"dgst", "-sha1", "-verify", "PEM", "-signature", "SIG", "DATA"}},
-		{"rsa", "SHA256-RSA-PKCS", "data", nil, []string{"dgst", "-sha256", "-verify", "PEM", "-signature", "SIG", "DATA"}},
-		{"rsa", "SHA384-RSA-PKCS", "data", nil, []string{"dgst", "-sha384", "-verify", "PEM", "-signature", "SIG", "DATA"}},
-		{"rsa", "SHA512-RSA-PKCS", "data", nil, []string{"dgst", "-sha512", "-verify", "PEM", "-signature", "SIG", "DATA"}},
-		{"rsa", "SHA256-RSA-PKCS-PSS", "data", []string{"--mgf", "MGF1-SHA256", "--salt-len", "32"},
-			[]string{"dgst", "-sha256", "-sigopt", "rsa_padding_mode:pss", "-sigopt", "rsa_pss_saltlen:32", "-verify", "PEM", "-signature", "SIG", "DATA"}},
-		{"rsa", "SHA512-RSA-PKCS-PSS", "data", []string{"--mgf", "MGF1-SHA512", "--salt-len", "64"},
-			[]string{"dgst", "-sha512", "-sigopt", "rsa_padding_mode:pss", "-sigopt", "rsa_pss_saltlen:64", "-verify", "PEM", "-signature", "SIG", "DATA"}},
-		{"rsa", "RSA-PKCS-PSS", "d256", []string{"--hash-algorithm", "SHA256", "--mgf", "MGF1-SHA256", "--salt-len", "32"},
-			[]string{"dgst", "-sha256", "-sigopt", "rsa_padding_mode:pss", "-sigopt", "rsa_pss_saltlen:32", "-verify", "PEM", "-signature", "SIG", "DATA"}},
-		{"ec256", "ECDSA", "d256", []string{"--signature-format", "openssl"}, []string{"dgst", "-sha256", "-verify", "PEM", "-signature", "SIG", "DATA"}},
-		{"ec256", "ECDSA-SHA256", "data", []string{"--signature-format", "openssl"}, []string{"dgst", "-sha256", "-verify", "PEM", "-signature", "SIG", "DATA"}},
-		{"ec256", "ECDSA-SHA384", "data", []string{"--signature-format", "openssl"}, []string{"dgst", "-sha384", "-verify", "PEM", "-signature", "SIG", "DATA"}},
-		{"ec256", "ECDSA-SHA512", "data", []string{"--signature-format", "openssl"}, []string{"dgst", "-sha512", "-verify", "PEM", "-signature", "SIG", "DATA"}},
-		{"ec384", "ECDSA", "d384", []string{"--signature-format", "openssl"}, []string{"dgst", "-sha384", "-verify", "PEM", "-signature", "SIG", "DATA"}},
-		{"ec384", "ECDSA-SHA384", "data", []string{"--signature-format", "openssl"}, []string{"dgst", "-sha384", "-verify", "PEM", "-signature", "SIG", "DATA"}},
-		{"ec384", "ECDSA-SHA1", "data", []string{"--signature-format", "openssl"}, []string{"dgst", "-sha1", "-verify", "PEM", "-signature", "SIG", "DATA"}},
-	} {
-		name := tc.key + "/" + tc.mech + "/" + tc.input
-		t.Run(name, func(t *testing.T) {
-			sig := tk.path("sig-" + strings.ReplaceAll(name, "/", "-"))
-			args := append([]string{"--module", modulePath, "--sign", "--id", tk.id(t, tc.key), "-m", tc.mech,
-				"-i", tk.path(tc.input), "-o", sig}, tc.extra...)
-			tk.mustRun(t, "pkcs11-tool", args...)
-			v := make([]string, len(tc.verify))
-			for i, a := range tc.verify {
-				v[i] = map[string]string{"SIG": sig, "PEM": pems[tc.key], "DATA": dataFile}[a]
-				if v[i] == "" {
-					v[i] = a
-				}
+	mechs := listedMechanisms(t, tk.mustRun(t, "pkcs11-tool", "--module", modulePath, "-M"))
+	for mech, flags := range mechs {
+		for _, want := range []string{"hw", "sign"} {
+			if !slices.Contains(flags, want) {
+				t.Errorf("%s lacks the %s flag: %v", mech, want, flags)
 			}
-			out := tk.mustRun(t, "openssl", v...)
-			if !strings.Contains(out, "Verified OK") && !strings.Contains(out, "Signature Verified Successfully") {
-				t.Errorf("openssl %v: %s", v, out)
+		}
+		sc, ok := signCases[mech]
+		if !ok {
+			t.Errorf("the module lists %s, which this test does not know how to check", mech)
+			continue
+		}
+		for _, k := range testKeys {
+			if sc.rsa != (k.name == "rsa") {
+				continue
 			}
-		})
+			for _, c := range sc.cases(k.name) {
+				name := k.name + "/" + mech + "/" + c.input
+				t.Run(name, func(t *testing.T) {
+					sig := tk.path("sig-" + strings.ReplaceAll(name, "/", "-"))
+					args := append([]string{"--module", modulePath, "--sign", "--id", tk.id(t, k.name), "-m", mech,
+						"-i", tk.path(c.input), "-o", sig}, c.extra...)
+					tk.mustRun(t, "pkcs11-tool", args...)
+					v := append(append([]string{"dgst"}, c.verify...), "-verify", pems[k.name], "-signature", sig, dataFile)
+					out := tk.mustRun(t, "openssl", v...)
+					if !strings.Contains(out, "Verified OK") {
+						t.Errorf("openssl %v: %s", v, out)
+					}
+				})
+			}
+		}
+	}
+	for mech := range signCases {
+		if _, ok := mechs[mech]; !ok {
+			t.Errorf("the module no longer lists %s", mech)
+		}
 	}
 	tk.noTransient(t)
 }

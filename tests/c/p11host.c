@@ -3343,6 +3343,9 @@ int main(int argc, char **argv)
 		t1 = now_ns();
 		return mode_first(t0, t1);
 	}
+	if (strcmp(opt.mode, "probe") == 0) { int mode_probe(void); return mode_probe(); }
+	if (strcmp(opt.mode, "signloop") == 0) { int mode_signloop(void); load_module(); return mode_signloop(); }
+	if (strcmp(opt.mode, "soak") == 0) { int mode_soak(void); load_module(); return mode_soak(); }
 	if (strcmp(opt.mode, "misuse") == 0)
 		install_crash_handlers();  /* before the module's own handlers */
 	else if (strcmp(opt.mode, "info") && strcmp(opt.mode, "sign") &&
@@ -3359,4 +3362,293 @@ int main(int argc, char **argv)
 	if (strcmp(opt.mode, "steps") == 0)
 		return mode_steps();
 	return mode_fork();
+}
+
+/* ------------------------------------------------------------------ */
+/* Mode: probe                                                         */
+/* ------------------------------------------------------------------ */
+
+/*
+ * "probe" shows what a program meets when the TPM or the files are bad.
+ * First what loading costs, timed from before dlopen (none of these
+ * calls may need the TPM):
+ *   probe load_us= init_rv= slots_rv= slots= info_rv= cheap_us=
+ * (cheap_us covers dlopen, C_GetFunctionList, C_Initialize,
+ * C_GetSlotList and C_GetInfo). Then one line per call that may need
+ * the TPM, in the order a program makes them:
+ *   probe call=NAME rv=0x... name=CKR_... ms=N [keys=N]
+ * for C_GetTokenInfo, C_OpenSession, C_Login (with a PIN), C_FindObjects
+ * (private keys that can sign), then for every key
+ *   probe call=C_Sign label="..." rv=0x... name=... stage=... verified=0|1 ms=N
+ * and "probe call=C_Finalize rv=...". The slot is --slot or 1 (the token
+ * may be absent). The exit status is 0 whatever the module answered:
+ * the caller judges the answers.
+ */
+static void probe_line(const char *call, CK_RV rv, uint64_t t0)
+{
+	printf("probe call=%s rv=0x%08lx name=%s ms=%llu\n", call, rv, rvname(rv),
+		(unsigned long long)((now_ns() - t0) / 1000000));
+	fflush(stdout);
+}
+
+int mode_probe(void)
+{
+	CK_SLOT_ID ids[8];
+	CK_ULONG nids = 8;
+	CK_INFO info;
+	CK_TOKEN_INFO ti;
+	CK_SESSION_HANDLE s = CK_INVALID_HANDLE;
+	CK_RV rv, irv, srv, nrv;
+	struct key keys[MAX_KEYS];
+	int nkeys = 0, i;
+	uint64_t t0 = now_ns(), t1;
+
+	load_module();
+	t1 = now_ns();
+	irv = init_os_locking();
+	srv = F->C_GetSlotList(CK_FALSE, ids, &nids);
+	nrv = F->C_GetInfo(&info);
+	printf("probe load_us=%llu init_rv=0x%08lx slots_rv=0x%08lx slots=%lu info_rv=0x%08lx cheap_us=%llu\n",
+		(unsigned long long)((t1 - t0) / 1000), irv, srv, srv == CKR_OK ? nids : 0, nrv,
+		(unsigned long long)((now_ns() - t0) / 1000));
+	fflush(stdout);
+	if (irv != CKR_OK)
+		return 0;
+	if (!opt.have_slot)
+		opt.slot = 1;
+
+	t0 = now_ns();
+	rv = F->C_GetTokenInfo(opt.slot, &ti);
+	probe_line("C_GetTokenInfo", rv, t0);
+
+	t0 = now_ns();
+	rv = F->C_OpenSession(opt.slot, CKF_SERIAL_SESSION, NULL, NULL, &s);
+	probe_line("C_OpenSession", rv, t0);
+	if (rv == CKR_OK) {
+		if (opt.pin) {
+			t0 = now_ns();
+			rv = F->C_Login(s, CKU_USER, (CK_UTF8CHAR_PTR)opt.pin, strlen(opt.pin));
+			probe_line("C_Login", rv, t0);
+		}
+		t0 = now_ns();
+		nkeys = find_keys(s, keys, MAX_KEYS);
+		printf("probe call=C_FindObjects keys=%d ms=%llu\n", nkeys,
+			(unsigned long long)((now_ns() - t0) / 1000000));
+		for (i = 0; i < nkeys; i++) {
+			unsigned char msg[] = "probe", hash[32], data[64], sig[1024];
+			enum mech_kind mk = mech_for(&keys[i], MK_AUTO);
+			CK_MECHANISM m;
+			CK_ULONG dlen, siglen = 0;
+			const char *stage;
+			sha256(msg, sizeof(msg) - 1, hash);
+			dlen = sign_input(mk, msg, sizeof(msg) - 1, hash, &m, data);
+			t0 = now_ns();
+			rv = sign_once(s, &keys[i], &m, data, dlen, sig, sizeof(sig), &siglen, &stage);
+			printf("probe call=C_Sign");
+			put_text("label", keys[i].label, keys[i].labellen);
+			printf(" rv=0x%08lx name=%s stage=%s verified=%d ms=%llu\n", rv, rvname(rv), stage,
+				rv == CKR_OK && verify(&keys[i], mk, hash, sig, siglen),
+				(unsigned long long)((now_ns() - t0) / 1000000));
+		}
+		fflush(stdout);
+		F->C_CloseSession(s);
+	}
+	free_keys(keys, nkeys);
+	rv = F->C_Finalize(NULL);
+	printf("probe call=C_Finalize rv=0x%08lx name=%s\n", rv, rvname(rv));
+	return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* Mode: signloop                                                      */
+/* ------------------------------------------------------------------ */
+
+/*
+ * "signloop" signs with the first key over and over on one session, on a
+ * thread of its own, until a line "quit" (or the end of input) arrives
+ * on standard input, so a test can kill and restart the TPM in between.
+ * It prints a line each time the answer changes:
+ *   loop n=N rv=0x... name=... stage=... verified=0|1 ms=DURATION
+ * and at the end
+ *   loop done signs=N ok=N device_error=N other=N max_ms=N
+ * where max_ms is the longest single C_SignInit + C_Sign. After a failure
+ * it waits 5 ms before the next try, so a dead TPM does not flood the log.
+ */
+static volatile int loop_quit;
+static unsigned long loop_n, loop_ok, loop_dev, loop_other;
+static uint64_t loop_max_ns;
+static struct key loop_keys[MAX_KEYS];
+static CK_SESSION_HANDLE loop_s;
+
+static void *loop_worker(void *arg)
+{
+	unsigned char msg[] = "signloop", hash[32], data[64], sig[1024];
+	enum mech_kind mk = mech_for(&loop_keys[0], MK_AUTO);
+	CK_RV last = (CK_RV)-1;
+	(void)arg;
+	sha256(msg, sizeof(msg) - 1, hash);
+	while (!__atomic_load_n(&loop_quit, __ATOMIC_SEQ_CST)) {
+		CK_MECHANISM m;
+		CK_ULONG dlen, siglen = 0;
+		const char *stage;
+		uint64_t t0 = now_ns(), d;
+		int ok;
+		CK_RV rv;
+		dlen = sign_input(mk, msg, sizeof(msg) - 1, hash, &m, data);
+		rv = sign_once(loop_s, &loop_keys[0], &m, data, dlen, sig, sizeof(sig), &siglen, &stage);
+		d = now_ns() - t0;
+		ok = rv == CKR_OK && verify(&loop_keys[0], mk, hash, sig, siglen);
+		loop_n++;
+		if (d > loop_max_ns)
+			loop_max_ns = d;
+		if (ok)
+			loop_ok++;
+		else if (rv == CKR_DEVICE_ERROR)
+			loop_dev++;
+		else
+			loop_other++;
+		if (rv != last || (rv == CKR_OK && !ok)) {
+			printf("loop n=%lu rv=0x%08lx name=%s stage=%s verified=%d ms=%llu\n", loop_n, rv,
+				rvname(rv), stage, ok, (unsigned long long)(d / 1000000));
+			fflush(stdout);
+			last = rv;
+		}
+		if (rv != CKR_OK)
+			usleep(5000);
+	}
+	return NULL;
+}
+
+int mode_signloop(void)
+{
+	char line[64];
+	pthread_t th;
+	CK_RV rv;
+	int nkeys;
+
+	must(init_os_locking(), "C_Initialize");
+	must(pick_slot(&opt.slot), "choosing a slot");
+	must(F->C_OpenSession(opt.slot, CKF_SERIAL_SESSION, NULL, NULL, &loop_s), "C_OpenSession");
+	must(login_user(loop_s), "C_Login");
+	nkeys = find_keys(loop_s, loop_keys, MAX_KEYS);
+	if (nkeys == 0)
+		die("no key to sign with");
+	printf("loop ready\n");
+	fflush(stdout);
+	if (pthread_create(&th, NULL, loop_worker, NULL) != 0)
+		die("pthread_create failed");
+	while (fgets(line, sizeof(line), stdin))
+		if (strncmp(line, "quit", 4) == 0)
+			break;
+	__atomic_store_n(&loop_quit, 1, __ATOMIC_SEQ_CST);
+	pthread_join(th, NULL);
+	printf("loop done signs=%lu ok=%lu device_error=%lu other=%lu max_ms=%llu\n", loop_n, loop_ok,
+		loop_dev, loop_other, (unsigned long long)(loop_max_ns / 1000000));
+	F->C_CloseSession(loop_s);
+	free_keys(loop_keys, nkeys);
+	rv = F->C_Finalize(NULL);
+	printf("finalize rv=0x%08lx name=%s\n", rv, rvname(rv));
+	return rv == CKR_OK ? 0 : 1;
+}
+
+/* ------------------------------------------------------------------ */
+/* Mode: soak                                                          */
+/* ------------------------------------------------------------------ */
+
+/*
+ * "soak" signs --count times (default 100000) in one thread with the
+ * first ECDSA P-256 key, a new C_SignInit + C_Sign each time on one
+ * session, every signature verified, and samples the process every
+ * --every signatures (default 10000):
+ *   soak signs=N rss_kb=N threads=N elapsed_ms=N
+ * Goroutines are counted by the module at C_Finalize when
+ * SIMPLE_TPM_PK11_DEBUG is set ("finalize: N goroutines" on its log): so
+ * soak first signs once and finalizes ("soak phase=warm finalized"),
+ * initializes again, runs the count and finalizes ("soak phase=end
+ * finalized"). The last line is
+ *   soak done signs=N verified=N failed=N
+ */
+static long soak_every = 10000;
+
+static int soak_session(CK_SESSION_HANDLE *s, struct key *keys, int *nkeys, int *which)
+{
+	int i;
+	must(init_os_locking(), "C_Initialize");
+	must(pick_slot(&opt.slot), "choosing a slot");
+	must(F->C_OpenSession(opt.slot, CKF_SERIAL_SESSION, NULL, NULL, s), "C_OpenSession");
+	must(login_user(*s), "C_Login");
+	*nkeys = find_keys(*s, keys, MAX_KEYS);
+	for (i = 0; i < *nkeys; i++)
+		if (keys[i].type == CKK_EC && keys[i].bits == 256 && keys[i].pkey) {
+			*which = i;
+			return 1;
+		}
+	return 0;
+}
+
+static int soak_sign(CK_SESSION_HANDLE s, const struct key *k, long i)
+{
+	unsigned char hash[32], data[64], sig[256];
+	char msg[64];
+	CK_MECHANISM m;
+	CK_ULONG dlen, siglen = 0;
+	const char *stage;
+	CK_RV rv;
+	int n = snprintf(msg, sizeof(msg), "soak %ld", i);
+	sha256(msg, (size_t)n, hash);
+	dlen = sign_input(MK_ECDSA, (unsigned char *)msg, (size_t)n, hash, &m, data);
+	rv = sign_once(s, k, &m, data, dlen, sig, sizeof(sig), &siglen, &stage);
+	if (rv != CKR_OK) {
+		fprintf(stderr, "p11host: soak: signature %ld: %s: %s\n", i, stage, rvname(rv));
+		return 0;
+	}
+	return verify(k, MK_ECDSA, hash, sig, siglen);
+}
+
+int mode_soak(void)
+{
+	struct key keys[MAX_KEYS];
+	CK_SESSION_HANDLE s;
+	unsigned long verified = 0, failed = 0;
+	long i, count = opt.count > 1 ? opt.count : 100000;
+	int nkeys, k = 0;
+	uint64_t t0;
+	const char *e = getenv("P11HOST_SOAK_EVERY");
+
+	if (e)
+		soak_every = parse_num(e, 1, 100000000L, "P11HOST_SOAK_EVERY");
+	if (!soak_session(&s, keys, &nkeys, &k))
+		die("no ECDSA P-256 key to sign with");
+	if (!soak_sign(s, &keys[k], -1))
+		die("the first signature failed");
+	F->C_CloseSession(s);
+	free_keys(keys, nkeys);
+	must(F->C_Finalize(NULL), "C_Finalize");
+	printf("soak phase=warm finalized\n");
+	fflush(stdout);
+
+	if (!soak_session(&s, keys, &nkeys, &k))
+		die("no ECDSA P-256 key to sign with");
+	printf("soak signs=0 rss_kb=%ld threads=%ld elapsed_ms=0\n", proc_status("VmRSS:"),
+		proc_status("Threads:"));
+	fflush(stdout);
+	t0 = now_ns();
+	for (i = 0; i < count; i++) {
+		if (soak_sign(s, &keys[k], i))
+			verified++;
+		else
+			failed++;
+		if ((i + 1) % soak_every == 0 || i + 1 == count) {
+			printf("soak signs=%ld rss_kb=%ld threads=%ld elapsed_ms=%llu\n", i + 1,
+				proc_status("VmRSS:"), proc_status("Threads:"),
+				(unsigned long long)((now_ns() - t0) / 1000000));
+			fflush(stdout);
+		}
+	}
+	F->C_CloseSession(s);
+	free_keys(keys, nkeys);
+	must(F->C_Finalize(NULL), "C_Finalize");
+	printf("soak phase=end finalized\n");
+	printf("soak done signs=%ld verified=%lu failed=%lu\n", count, verified, failed);
+	return failed != 0;
 }
