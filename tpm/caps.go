@@ -90,7 +90,17 @@ func (c *Conn) CheckSupported(ks KeySpec) error {
 		alg = tpm2.TPMAlgECC
 	}
 	if !caps.Algs[alg] {
-		return newErr(ErrUnsupported, nil, "", "this TPM does not support %s keys", strings.ToUpper(ks.Type.String()))
+		other := "-t ecdsa"
+		if ks.Type == ECDSA {
+			other = "-t rsa"
+		}
+		return newErr(ErrUnsupported, nil, "make a key of the other type ("+other+")",
+			"this TPM does not support %s keys", strings.ToUpper(ks.Type.String()))
+	}
+	// Key files name their keys with SHA-256 (the templates' nameAlg).
+	if !caps.Algs[tpm2.TPMAlgSHA256] {
+		return newErr(ErrUnsupported, nil, "use a TPM 2.0 with SHA-256 (every current one has it; check the firmware's PCR bank settings)",
+			"this TPM does not support SHA-256, which the keys are named with")
 	}
 	if c.testParms(ks) == nil {
 		return nil

@@ -128,7 +128,8 @@ func (c *Conn) Sign(l *Loaded, pin []byte, digest []byte, opts SignOpts) ([]byte
 		return nil, err
 	}
 	if !caps.Algs[tpm2.TPMAlgID(halg)] {
-		return nil, newErr(ErrUnsupported, nil, "", "this TPM does not support %v", opts.Hash)
+		return nil, newErr(ErrUnsupported, nil, "sign with SHA-256 (for ssh: rsa-sha2-256), which every TPM 2.0 supports",
+			"this TPM does not support %v", opts.Hash)
 	}
 	scheme := tpm2.TPMTSigScheme{Scheme: tpm2.TPMAlgECDSA,
 		Details: tpm2.NewTPMUSigScheme(tpm2.TPMAlgECDSA, &tpm2.TPMSSchemeHash{HashAlg: halg})}
