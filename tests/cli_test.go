@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -39,6 +40,30 @@ func TestCLI(t *testing.T) {
 			env.Setenv("TCTI_B", b.TCTI)
 			env.Setenv("BIN", binDir)
 			return nil
+		},
+		// [tpm2provider]: openssl has the tpm2 provider (Debian's
+		// tpm2-openssl). Scripts that need it skip without it, except
+		// in CI, where make test has installed it.
+		Condition: func(cond string) (bool, error) {
+			if cond != "tpm2provider" {
+				return false, fmt.Errorf("unknown condition %q", cond)
+			}
+			// Loading the provider needs a TPM; its file is enough here.
+			out, err := command(t, "openssl", "version", "-m").Output()
+			if err != nil {
+				return false, fmt.Errorf("openssl version -m: %v", err)
+			}
+			dir, ok := strings.CutPrefix(strings.TrimSpace(string(out)), "MODULESDIR: ")
+			if !ok {
+				return false, fmt.Errorf("openssl version -m: unexpected %q", out)
+			}
+			if _, err := os.Stat(filepath.Join(strings.Trim(dir, `"`), "tpm2.so")); err != nil {
+				if os.Getenv("CI") != "" {
+					return false, fmt.Errorf("openssl has no tpm2 provider (%v): install tpm2-openssl (scripts/install-deps.sh)", err)
+				}
+				return false, nil
+			}
+			return true, nil
 		},
 		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
 			"mode":      cmdMode,
