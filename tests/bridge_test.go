@@ -676,6 +676,8 @@ func TestBridgePlainSSH(t *testing.T) {
 	rt := runtimeDir(t, tk)
 	sock := filepath.Join(rt, "simple-tpm-pk11", "bridge.sock")
 	addr, pid := startServe(t, tk.env)
+	// sshd leaves the forwarded socket behind.
+	t.Cleanup(func() { removeStable(t, u) })
 	if addr != p11kit.UnixAddress(sock) {
 		t.Fatalf("serve listens at %s, want %s", addr, sock)
 	}
@@ -702,6 +704,7 @@ func TestBridgeStockSSHD(t *testing.T) {
 	proxy := proxyModule(t)
 	remoteSetup(t, u)
 	stable := filepath.Join(u.HomeDir, ".simple-tpm-pk11", "forwarded.sock")
+	removeStable(t, u)
 	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: stable, Net: "unix"})
 	if err != nil {
 		t.Fatal(err)
@@ -713,11 +716,7 @@ func TestBridgeStockSSHD(t *testing.T) {
 	if err := os.Lchown(stable, atoi(t, u.Uid), atoi(t, u.Gid)); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		if err := os.Remove(stable); err != nil && !errors.Is(err, os.ErrNotExist) {
-			t.Error(err)
-		}
-	})
+	t.Cleanup(func() { removeStable(t, u) })
 	before := remoteSockets(t)
 	nested := nestedSSH(t, srv, proxy, "")
 	for i := 1; i <= 2; i++ {
@@ -862,4 +861,13 @@ func TestBridgeCshLoginShell(t *testing.T) {
 		t.Fatalf("stpm-bridge ssh to a csh user: %v\nstdout: %s\nstderr: %s\nsshd:\n%s", err, stdout, stderr, tail(rh.srv.Log(), 30))
 	}
 	noBridgeProcesses(t, rh.tk)
+}
+
+// removeStable removes what is at the stable path in u's home (the test
+// user is shared by the tests): a socket left by plain ssh -R.
+func removeStable(t testing.TB, u *user.User) {
+	t.Helper()
+	if err := os.Remove(filepath.Join(u.HomeDir, ".simple-tpm-pk11", "forwarded.sock")); err != nil && !errors.Is(err, os.ErrNotExist) {
+		t.Error(err)
+	}
 }
