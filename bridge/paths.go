@@ -23,7 +23,12 @@ const (
 	// would make the forward lead back into itself.
 	forwardedName  = "forwarded.sock"
 	moduleFileName = "simple-tpm-pk11"
-	remoteModule   = "simple-tpm-pk11-bridge"
+	// runtimeSubdir is the socket directory's name under XDG_RUNTIME_DIR.
+	runtimeSubdir = "simple-tpm-pk11"
+	// homeSubdir is the socket directory's name under the home directory
+	// (without XDG_RUNTIME_DIR), and where the remote link lives.
+	homeSubdir   = ".simple-tpm-pk11"
+	remoteModule = "simple-tpm-pk11-bridge"
 	// EnvModule overrides where the module is looked for.
 	EnvModule = "SIMPLE_TPM_PK11_MODULE"
 	// moduleName is the library's file name.
@@ -47,13 +52,13 @@ func (e *Error) Hint() string { return e.Advice }
 // reach, cleaned at logout), or ~/.simple-tpm-pk11 when that is unset.
 func SocketDir() (string, error) {
 	if d := os.Getenv("XDG_RUNTIME_DIR"); d != "" {
-		return filepath.Join(d, "simple-tpm-pk11"), nil
+		return filepath.Join(d, runtimeSubdir), nil
 	}
 	home, err := os.UserHomeDir()
 	if err != nil {
 		return "", &Error{Msg: "cannot find the home directory: " + err.Error(), Advice: "set XDG_RUNTIME_DIR or HOME", Err: err}
 	}
-	return filepath.Join(home, ".simple-tpm-pk11"), nil
+	return filepath.Join(home, homeSubdir), nil
 }
 
 // DefaultSocket is where the local server listens unless told otherwise.
@@ -65,9 +70,21 @@ func DefaultSocket() (string, error) {
 	return filepath.Join(d, socketName), nil
 }
 
-// privateDir makes dir (0700) if needed and refuses it when anyone but
-// us can write to it or it is not ours: whoever can replace the socket
-// there can stand between ssh and the TPM.
+// MakeSocketDir makes the socket's directory private (see privateDir)
+// before anything is put there, such as the background server's log.
+func MakeSocketDir(socket string) error {
+	abs, err := filepath.Abs(socket)
+	if err != nil {
+		return err
+	}
+	return privateDir(filepath.Dir(abs))
+}
+
+// privateDir makes dir (0700) if needed and refuses it when it is not
+// ours or anyone but us has any access to it: whoever can replace the
+// socket there can stand between ssh and the TPM, and whoever can reach
+// the socket can ask the TPM to sign (the socket's own mode is p11-kit's
+// business, so the directory is the guard).
 func privateDir(dir string) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return &Error{Msg: fmt.Sprintf("cannot create the socket directory %q: %v", dir, errors.Unwrap(err)), Err: err}
@@ -80,8 +97,8 @@ func privateDir(dir string) error {
 	switch {
 	case !fi.IsDir():
 		return &Error{Msg: fmt.Sprintf("socket directory %q is not a directory", dir), Advice: "remove it or choose another socket with -n"}
-	case fi.Mode().Perm()&0o022 != 0:
-		return &Error{Msg: fmt.Sprintf("socket directory %q can be written by others (mode %04o)", dir, fi.Mode().Perm()),
+	case fi.Mode().Perm()&0o077 != 0:
+		return &Error{Msg: fmt.Sprintf("socket directory %q is open to other users (mode %04o, want 0700)", dir, fi.Mode().Perm()),
 			Advice: fmt.Sprintf("run: chmod 700 %q", dir)}
 	case ok && int(st.Uid) != os.Getuid():
 		return &Error{Msg: fmt.Sprintf("socket directory %q belongs to another user (uid %d)", dir, st.Uid),

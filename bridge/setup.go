@@ -1,7 +1,6 @@
 package bridge
 
 import (
-	"fmt"
 	"os"
 	"path/filepath"
 
@@ -16,7 +15,7 @@ func StableRemoteSocket() (string, error) {
 	if err != nil {
 		return "", &Error{Msg: "cannot find the home directory: " + err.Error(), Err: err}
 	}
-	return filepath.Join(home, ".simple-tpm-pk11", forwardedName), nil
+	return filepath.Join(home, homeSubdir, forwardedName), nil
 }
 
 // RemoteSetup registers the forwarded token with p11-kit on this (remote)
@@ -82,12 +81,17 @@ func Register(module string, force bool) (string, error) {
 // Unregister removes what Register wrote.
 func Unregister() (string, bool, error) { return unregister(moduleFileName) }
 
-// RemoteForwardLine is the ssh_config line that does what "stpm-bridge
-// ssh" does, for users of plain ssh.
-func RemoteForwardLine(remoteHome string) (string, error) {
-	local, err := DefaultSocket()
-	if err != nil {
-		return "", err
-	}
-	return fmt.Sprintf("RemoteForward %s/.simple-tpm-pk11/%s %s", remoteHome, forwardedName, local), nil
+// RemoteForwardLines are the ssh_config lines for the workstation that do
+// what "stpm-bridge ssh" does, for users of plain ssh: the remote half is
+// the stable socket under remoteHome (this host's home directory), the
+// local half where "stpm-bridge serve" listens by default on the
+// workstation. That path is only known there, so it is written for ssh
+// to expand: ssh_config(5) expands ${VAR} from ssh's environment and %d
+// (the local home directory) in RemoteForward's local path. The first
+// line is for a workstation with XDG_RUNTIME_DIR (any systemd login), the
+// second for one without.
+func RemoteForwardLines(remoteHome string) (withRuntimeDir, withoutRuntimeDir string) {
+	remote := filepath.Join(remoteHome, homeSubdir, forwardedName)
+	return "RemoteForward " + remote + " ${XDG_RUNTIME_DIR}/" + runtimeSubdir + "/" + socketName,
+		"RemoteForward " + remote + " %d/" + homeSubdir + "/" + socketName
 }

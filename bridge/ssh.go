@@ -15,6 +15,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/simple-tpm-pk11/simple-tpm-pk11/p11kit"
 	"golang.org/x/term"
@@ -59,32 +60,71 @@ func splitSSHArgs(args []string) (opts []string, host string, command []string, 
 // shellQuote quotes s for a POSIX shell.
 func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
 
-// remoteScript is what runs on the remote host: it points
-// P11_KIT_SERVER_ADDRESS at the forwarded socket, links the stable path
-// that "stpm-bridge remote-setup" registered with p11-kit, runs the
+// remoteScript is what runs on the remote host: it makes the forwarded
+// socket private, points P11_KIT_SERVER_ADDRESS at it, links the stable
+// path that "stpm-bridge remote-setup" registered with p11-kit, runs the
 // command or a login shell, and removes the socket and link afterwards
 // (sshd leaves the socket file behind). It needs only a POSIX sh.
+//
+// sshd hands the remote command to the user's login shell, which may be
+// csh, tcsh or fish rather than a POSIX shell. So the script is one line
+// without "!" (csh rejects a newline inside quotes and expands "!" even
+// there), and the command is carried as printf octal escapes, which no
+// shell on the way reinterprets.
 func remoteScript(sock, command string) string {
 	if command == "" {
 		command = `"${SHELL:-/bin/sh}" -l`
 	}
 	return strings.Join([]string{
 		"S=" + shellQuote(sock),
-		`L="$HOME/.simple-tpm-pk11/` + forwardedName + `"`,
+		`L="$HOME/` + homeSubdir + "/" + forwardedName + `"`,
+		// sshd creates the socket with its StreamLocalBindMask (0177 by
+		// default, but an administrator may open it up): whoever can
+		// connect to it can sign with the workstation's TPM.
+		`if [ -S "$S" ]; then chmod 600 "$S"; case "$(ls -ld "$S")" in srw-------*) ;; *) echo "stpm-bridge: error: cannot make the forwarded socket $S private on $(hostname) (its mode: $(ls -ld "$S" | cut -c1-10))" >&2; rm -f "$S"; exit 1;; esac; ` +
+			`else echo "stpm-bridge: warning: the forwarded socket $S is missing on $(hostname): the token is not available in this session" >&2; fi`,
 		"P11_KIT_SERVER_ADDRESS=unix:path=$S; export P11_KIT_SERVER_ADDRESS",
-		// Only ever replace a link: never a real socket or file.
-		`if [ -d "$HOME/.simple-tpm-pk11" ] && { [ -L "$L" ] || [ ! -e "$L" ]; }; then ln -sfn "$S" "$L"; fi`,
+		// A socket at the stable path that nothing listens on is what a
+		// plain "ssh -R" to it leaves behind on a stock sshd
+		// (StreamLocalBindUnlink no): remove it so the link can be made.
+		// A live one belongs to such a forward and stays.
+		`bound() { while read -r _ _ _ _ _ _ _ p; do if [ "$p" = "$1" ]; then return 0; fi; done < /proc/net/unix; return 1; }`,
+		`if [ -S "$L" ] && [ -r /proc/net/unix ]; then if [ -L "$L" ] || bound "$L"; then :; else rm -f "$L"; fi; fi`,
+		// Only ever replace a link: never a live socket or a file.
+		`if [ -d "$HOME/` + homeSubdir + `" ]; then if [ -L "$L" ]; then ln -sfn "$S" "$L"; elif [ -e "$L" ]; then :; else ln -sfn "$S" "$L"; fi; fi`,
 		"C=$(" + p11kit.ClientModuleShellProbe() + ")",
 		`if [ -z "$C" ]; then echo "stpm-bridge: warning: p11-kit-client.so not found on $(hostname): install p11-kit-modules (Debian, Ubuntu) or p11-kit-server (Fedora)" >&2; fi`,
 		`cleanup() { rm -f "$S"; if [ "$(readlink "$L" 2>/dev/null)" = "$S" ]; then rm -f "$L"; fi; }`,
 		// The EXIT trap also runs when the command itself says "exit";
 		// the signals (HUP: the connection dropped) exit through it.
-		"trap cleanup EXIT; trap 'exit 129' HUP; trap 'exit 130' INT; trap 'exit 143' TERM",
-		command,
+		`trap cleanup EXIT; trap "exit 129" HUP; trap "exit 130" INT; trap "exit 143" TERM`,
+		`eval "$(printf "` + octalEscape(command) + `")"`,
 		// Not the last command, so no shell runs it with exec (which
 		// would skip the trap).
 		"exit $?",
-	}, "\n")
+	}, "; ")
+}
+
+// octalEscape writes s for a printf format inside double quotes: letters,
+// digits and a few harmless marks as they are, every other byte as an
+// octal escape (backslash and three digits).
+func octalEscape(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte(" _-./,:=+@", c) >= 0 {
+			b.WriteByte(c)
+		} else {
+			fmt.Fprintf(&b, "\\%03o", c)
+		}
+	}
+	return b.String()
+}
+
+// remoteCommand is the command line given to ssh: the script run by sh,
+// whatever the remote user's login shell.
+func remoteCommand(sock, command string) string {
+	return "exec sh -c " + shellQuote(remoteScript(sock, command))
 }
 
 // RemoteSocket is a fresh path for the forwarded socket: a new name each
@@ -155,7 +195,7 @@ func SSH(ctx context.Context, o SSHOptions) (int, error) {
 		args = append(args, "-t")
 	}
 	args = append(args, opts...)
-	args = append(args, "--", host, "sh -c "+shellQuote(remoteScript(remote, strings.Join(command, " "))))
+	args = append(args, "--", host, remoteCommand(remote, strings.Join(command, " ")))
 
 	cmd := exec.Command(sshPath, args...)
 	cmd.Stdin, cmd.Stdout = o.Stdin, o.Stdout
@@ -189,6 +229,8 @@ func SSH(ctx context.Context, o SSHOptions) (int, error) {
 		var dead <-chan struct{}
 		if server != nil {
 			dead = server.Done()
+		} else {
+			dead = gone(local, done)
 		}
 		for {
 			select {
@@ -221,4 +263,28 @@ func SSH(ctx context.Context, o SSHOptions) (int, error) {
 		return 0, err
 	}
 	return 0, nil
+}
+
+// gone watches the socket of a server this session reuses but did not
+// start (stpm-bridge serve, its systemd unit) and is closed when nothing
+// listens on it any more, or never if stop is closed first. It looks in
+// /proc/net/unix and does not connect (see p11kit.Listening).
+func gone(socket string, stop <-chan struct{}) <-chan struct{} {
+	c := make(chan struct{})
+	go func() {
+		t := time.NewTicker(250 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+				if !p11kit.Listening(socket) {
+					close(c)
+					return
+				}
+			}
+		}
+	}()
+	return c
 }

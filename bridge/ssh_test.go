@@ -1,6 +1,8 @@
 package bridge
 
 import (
+	"errors"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -137,5 +139,99 @@ func TestRemoteScriptWithoutClient(t *testing.T) {
 	if !strings.Contains(string(out), "stpm-bridge: warning: p11-kit-client.so not found on ") ||
 		!strings.Contains(string(out), "install p11-kit-modules (Debian, Ubuntu)") || !strings.Contains(string(out), "ran\n") {
 		t.Errorf("got:\n%s", out)
+	}
+}
+
+// TestRemoteCommandShells runs the command line ssh sends through each
+// login shell found here, as sshd would ("$SHELL -c LINE"): a command
+// with quotes, "!", "%", a backslash, "$" and a newline arrives intact,
+// and its exit status comes back.
+func TestRemoteCommandShells(t *testing.T) {
+	command := "echo \"a!b 'q' \\\\ $HOME %d\"; printf '%s\\n' \"x\ny\"; exit 3"
+	home := t.TempDir()
+	want := "a!b 'q' \\ " + home + " %d\nx\ny\n"
+	ran := 0
+	for _, shell := range []string{"sh", "bash", "dash", "csh", "tcsh", "bsd-csh", "fish", "zsh", "mksh"} {
+		path, err := exec.LookPath(shell)
+		if err != nil {
+			continue
+		}
+		ran++
+		cmd := exec.Command(path, "-c", remoteCommand(filepath.Join(t.TempDir(), "s.sock"), command))
+		cmd.Env = []string{"HOME=" + home, "PATH=" + os.Getenv("PATH")}
+		out, err := cmd.Output()
+		var exit *exec.ExitError
+		if !errors.As(err, &exit) || exit.ExitCode() != 3 || string(out) != want {
+			t.Errorf("%s: %v, stdout %q, want status 3 and %q", shell, err, out, want)
+		}
+	}
+	if ran < 2 {
+		t.Errorf("only %d shells found", ran)
+	}
+}
+
+// unixSocketFile leaves a socket file at path: listening (the returned
+// listener, closed at cleanup) or, with stale, one nobody listens on.
+func unixSocketFile(t *testing.T, path string, stale bool) {
+	t.Helper()
+	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.SetUnlinkOnClose(false)
+	if stale {
+		if err := l.Close(); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	t.Cleanup(func() { l.Close() })
+}
+
+// TestRemoteScriptSocketMode: a forwarded socket that sshd made for
+// everyone (StreamLocalBindMask 0000) is made 0600 before the command runs.
+func TestRemoteScriptSocketMode(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "s.sock")
+	unixSocketFile(t, sock, false)
+	if err := os.Chmod(sock, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("sh", "-c", remoteScript(sock, `stat -c %a "${P11_KIT_SERVER_ADDRESS#unix:path=}"`))
+	cmd.Env = []string{"HOME=" + t.TempDir(), "PATH=" + os.Getenv("PATH")}
+	out, err := cmd.Output()
+	if err != nil || string(out) != "600\n" {
+		t.Errorf("mode in the session: %q %v, want 600", out, err)
+	}
+}
+
+// TestRemoteScriptStaleSocket: a socket nobody listens on at the stable
+// path (left by a plain ssh -R on an sshd without StreamLocalBindUnlink)
+// is replaced by the session's link; one that is listened on is kept.
+func TestRemoteScriptStaleSocket(t *testing.T) {
+	for _, stale := range []bool{true, false} {
+		home := t.TempDir()
+		if err := os.Mkdir(filepath.Join(home, ".simple-tpm-pk11"), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		link := filepath.Join(home, ".simple-tpm-pk11", forwardedName)
+		unixSocketFile(t, link, stale)
+		sock := filepath.Join(t.TempDir(), "s.sock")
+		cmd := exec.Command("sh", "-c", remoteScript(sock, `readlink "$HOME/.simple-tpm-pk11/forwarded.sock" || echo no-link`))
+		cmd.Env = []string{"HOME=" + home, "PATH=" + os.Getenv("PATH")}
+		out, err := cmd.Output()
+		want := sock + "\n"
+		if !stale {
+			want = "no-link\n"
+		}
+		if err != nil || string(out) != want {
+			t.Errorf("stale %v: %q %v, want %q", stale, out, err, want)
+		}
+		fi, err := os.Lstat(link)
+		if stale && !os.IsNotExist(err) {
+			t.Errorf("stale socket: after the session %s is %v %v, want it gone", link, fi, err)
+		}
+		if !stale && (err != nil || fi.Mode().Type() != os.ModeSocket) {
+			t.Errorf("live socket: after the session %s is %v %v, want it kept", link, fi, err)
+		}
 	}
 }

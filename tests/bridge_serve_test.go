@@ -1,8 +1,10 @@
 package tests
 
 import (
+	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,6 +16,7 @@ import (
 	"time"
 
 	"github.com/simple-tpm-pk11/simple-tpm-pk11/internal/sshtest"
+	"github.com/simple-tpm-pk11/simple-tpm-pk11/p11kit"
 )
 
 // TestBridgeServe: "stpm-bridge serve" in the background prints the
@@ -110,23 +113,144 @@ func waitGone(t testing.TB, path string) {
 	t.Errorf("%s is still there", path)
 }
 
-// TestBridgeRefusesSharedDir: a socket directory others can write to
-// could let them stand between ssh and the TPM.
+// TestBridgeRefusesSharedDir: a socket directory other users can enter,
+// read or write is refused: they could stand between ssh and the TPM, or
+// reach the socket and ask the TPM to sign.
 func TestBridgeRefusesSharedDir(t *testing.T) {
 	tk := newToken(t, false)
-	dir := filepath.Join(tk.home, "shared")
-	if err := os.Mkdir(dir, 0o777); err != nil {
+	for _, mode := range []os.FileMode{0o777, 0o755, 0o750, 0o701} {
+		dir := filepath.Join(tk.home, fmt.Sprintf("shared-%o", mode))
+		if err := os.Mkdir(dir, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(dir, mode); err != nil {
+			t.Fatal(err)
+		}
+		// A server that starts anyway would run until the timeout.
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		cmd := exec.CommandContext(ctx, filepath.Join(binDir, "stpm-bridge"), "serve", "-f", "-n", filepath.Join(dir, "s.sock"))
+		cmd.Env = tk.env
+		out, err := cmd.CombinedOutput()
+		cancel()
+		want := fmt.Sprintf("stpm-bridge: error: socket directory %q is open to other users (mode %04o, want 0700)\n"+
+			"stpm-bridge: hint: run: chmod 700 %q\n", dir, mode, dir)
+		var exit *exec.ExitError
+		if !errors.As(err, &exit) || exit.ExitCode() != 1 || string(out) != want {
+			t.Errorf("mode %04o: got %v\n%s\nwant status 1 and\n%s", mode, err, out, want)
+		}
+	}
+}
+
+// TestBridgeServeRuntimeDir: with XDG_RUNTIME_DIR set, serve makes
+// $XDG_RUNTIME_DIR/simple-tpm-pk11 (0700) and listens there; SIGINT stops
+// "serve -f" with status 0 and removes the socket; -s and -c print sh and
+// csh syntax; -n chooses the socket.
+func TestBridgeServeRuntimeDir(t *testing.T) {
+	need(t, "p11-kit")
+	tk := newToken(t, false)
+	rt := sshtest.SocketDir(t)
+	env := append(append([]string{}, tk.env...), "XDG_RUNTIME_DIR="+rt)
+	bridgeBin := filepath.Join(binDir, "stpm-bridge")
+	dir := filepath.Join(rt, "simple-tpm-pk11")
+	sock := filepath.Join(dir, "bridge.sock")
+	q := regexp.QuoteMeta
+
+	// Foreground, stopped by SIGINT.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	fg := exec.CommandContext(ctx, bridgeBin, "serve", "-f")
+	fg.Env = env
+	stdout, err := fg.StdoutPipe()
+	if err != nil {
 		t.Fatal(err)
 	}
-	if err := os.Chmod(dir, 0o777); err != nil {
+	var fgErr strings.Builder
+	fg.Stderr = &fgErr
+	if err := fg.Start(); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(filepath.Join(binDir, "stpm-bridge"), "serve", "-f", "-n", filepath.Join(dir, "s.sock"))
+	var out strings.Builder
+	sc := bufio.NewScanner(stdout)
+	for i := 0; i < 2 && sc.Scan(); i++ {
+		out.WriteString(sc.Text() + "\n")
+	}
+	want := "^P11_KIT_SERVER_ADDRESS=unix:path=" + q(sock) + "; export P11_KIT_SERVER_ADDRESS;\nP11_KIT_SERVER_PID=" +
+		strconv.Itoa(fg.Process.Pid) + "; export P11_KIT_SERVER_PID;\n$"
+	if !regexp.MustCompile(want).MatchString(out.String()) {
+		t.Errorf("serve -f printed %q, want %s", out.String(), want)
+	}
+	if fi, err := os.Lstat(dir); err != nil || !fi.IsDir() || fi.Mode().Perm() != 0o700 {
+		t.Errorf("%s: %v %v, want a directory with mode 0700", dir, fi, err)
+	}
+	if fi, err := os.Lstat(sock); err != nil || fi.Mode().Type() != os.ModeSocket {
+		t.Errorf("%s: %v %v, want a socket", sock, fi, err)
+	}
+	if err := fg.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	if err := fg.Wait(); err != nil {
+		t.Errorf("serve -f after SIGINT: %v, want status 0\n%s", err, fgErr.String())
+	}
+	if exists(sock) {
+		t.Errorf("%s is still there after SIGINT", sock)
+	}
+
+	// In the background: -s, -c, -n.
+	for _, tc := range []struct {
+		args []string
+		sock string
+		want string // with %s for the address and %d for the pid
+	}{
+		{[]string{"-s"}, sock, "^P11_KIT_SERVER_ADDRESS=%s; export P11_KIT_SERVER_ADDRESS;\nP11_KIT_SERVER_PID=(\\d+); export P11_KIT_SERVER_PID;\n$"},
+		{[]string{"-c"}, sock, "^setenv P11_KIT_SERVER_ADDRESS %s;\nsetenv P11_KIT_SERVER_PID (\\d+);\n$"},
+		{[]string{"-n", filepath.Join(dir, "other.sock")}, filepath.Join(dir, "other.sock"), "^P11_KIT_SERVER_ADDRESS=%s; export P11_KIT_SERVER_ADDRESS;\nP11_KIT_SERVER_PID=(\\d+); export P11_KIT_SERVER_PID;\n$"},
+	} {
+		cmd := exec.CommandContext(ctx, bridgeBin, append([]string{"serve"}, tc.args...)...)
+		cmd.Env = env
+		out, err := cmd.Output()
+		re := regexp.MustCompile(fmt.Sprintf(tc.want, q("unix:path="+tc.sock)))
+		m := re.FindStringSubmatch(string(out))
+		if err != nil || m == nil {
+			t.Errorf("serve %v: %v, printed %q, want %s", tc.args, err, out, re)
+			continue
+		}
+		pid, err := strconv.Atoi(m[1])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !p11kit.Listening(tc.sock) {
+			t.Errorf("serve %v: nothing listens on %s", tc.args, tc.sock)
+		}
+		stopServe(t, pid, tc.sock)
+	}
+	noBridgeProcesses(t, tk)
+}
+
+// TestBridgeNoP11Kit: without the p11-kit command (PATH without it, and
+// /usr/bin/p11-kit hidden in a private mount namespace) serve says what
+// to install.
+func TestBridgeNoP11Kit(t *testing.T) {
+	if os.Geteuid() != 0 {
+		if os.Getenv("CI") != "" {
+			t.Fatal("needs root for a private mount namespace")
+		}
+		t.Skip("needs root for a private mount namespace")
+	}
+	need(t, "unshare")
+	tk := newToken(t, false)
+	sock := filepath.Join(tk.dir, "s.sock")
+	hide := `if [ -e /usr/bin/p11-kit ]; then mount --bind /dev/null /usr/bin/p11-kit || exit 99; fi; PATH=/nonexistent; export PATH; exec "$0" "$@"`
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "unshare", "--mount", "--propagation", "private", "sh", "-c", hide,
+		filepath.Join(binDir, "stpm-bridge"), "serve", "-f", "-n", sock, "--module", modulePath)
 	cmd.Env = tk.env
 	out, err := cmd.CombinedOutput()
-	want := "stpm-bridge: error: socket directory \"" + dir + "\" can be written by others (mode 0777)\nstpm-bridge: hint: run: chmod 700 \"" + dir + "\"\n"
-	if err == nil || string(out) != want {
-		t.Errorf("got %v\n%s\nwant\n%s", err, out, want)
+	want := "stpm-bridge: error: the p11-kit command not found (tried $PATH, /usr/bin/p11-kit)\n" +
+		"stpm-bridge: hint: install the p11-kit package (apt-get install p11-kit)\n"
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 1 || string(out) != want {
+		t.Errorf("got %v\n%s\nwant status 1 and\n%s", err, out, want)
 	}
 }
 
@@ -149,7 +273,6 @@ func TestBridgeForwardRefused(t *testing.T) {
 		!strings.Contains(string(out), "stpm-bridge: error: "+srv.User+"@127.0.0.1 refused to forward the token's socket\n") {
 		t.Errorf("got %v\n%s", err, out)
 	}
-	if left, _ := filepath.Glob(tk.path("bridge*.sock")); len(left) > 0 { // the pattern is valid
-		t.Errorf("local sockets left behind: %v", left)
-	}
+	noLocalSockets(t, tk)
+	noBridgeProcesses(t, tk)
 }

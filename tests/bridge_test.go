@@ -3,6 +3,8 @@ package tests
 import (
 	"context"
 	"errors"
+	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"os/user"
@@ -11,6 +13,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -148,12 +151,23 @@ func TestBridgeSSH(t *testing.T) {
 			if tc.pin {
 				pin = testPIN
 			}
-			nested := nestedSSH(t, srv, clientModule(t), pin)
+			client := clientModule(t)
+			nested := nestedSSH(t, srv, client, pin)
 			before := remoteSockets(t)
 
-			stdout, stderr, err := runBridge(t, tk, append(outer, nested)...)
-			if err != nil || strings.TrimSpace(stdout) != "nested-ok" {
+			// ssh-keygen -D lists the token's keys on the remote host.
+			stdout, stderr, err := runBridge(t, tk, append(outer, "ssh-keygen -D "+client+"; "+nested)...)
+			if err != nil || !strings.HasSuffix(stdout, "\nnested-ok\n") {
 				t.Fatalf("stpm-bridge ssh: %v\nstdout: %s\nstderr: %s\nsshd:\n%s", err, stdout, stderr, tail(srv.Log(), 30))
+			}
+			names := []string{"rsa", "ec256", "ec384"}
+			if tc.pin {
+				names = append(names, "pin")
+			}
+			for _, name := range names {
+				if blob := strings.Fields(tk.pub(t, name))[1]; !strings.Contains(stdout, blob) {
+					t.Errorf("ssh-keygen -D p11-kit-client.so on the remote host lacks %s:\n%s", name, stdout)
+				}
 			}
 			accepted := regexp.MustCompile(`Accepted publickey for ` + u.Username + ` from 127\.0\.0\.1 port \d+ ssh2: \S+ ` +
 				regexp.QuoteMeta(fingerprint(t, tk.path(tc.key+".key.pub"))))
@@ -161,17 +175,16 @@ func TestBridgeSSH(t *testing.T) {
 				t.Errorf("sshd did not accept the TPM key %s:\n%s", tc.key, tail(srv.Log(), 30))
 			}
 			// Nothing left behind: the session's server and both sockets.
-			if left, _ := filepath.Glob(tk.path("bridge*.sock")); len(left) > 0 { // the pattern is valid
-				t.Errorf("local sockets left after the session: %v", left)
-			}
+			noLocalSockets(t, tk)
+			noBridgeProcesses(t, tk)
 			if after := remoteSockets(t); len(after) > len(before) {
 				t.Errorf("forwarded sockets left in /tmp: %v", after)
 			}
 
-			// The same nested command without the bridge fails.
+			// The same nested command without the bridge: no key to offer.
 			_, stderr, err = sshtest.Run(t, sshtest.Env(t), "ssh", append(outer, nested)...)
-			if err == nil {
-				t.Fatalf("the nested login worked without the bridge:\n%s", stderr)
+			if err == nil || !strings.Contains(stderr, "Permission denied (publickey") {
+				t.Fatalf("the nested login without the bridge: %v, want Permission denied (publickey):\n%s", err, stderr)
 			}
 			tk.noTransient(t)
 		})
@@ -220,8 +233,15 @@ func TestBridgeRemoteSetup(t *testing.T) {
 	out := runAs(t, u, []string{path}, filepath.Join(binDir, "stpm-bridge"), "remote-setup")
 	t.Cleanup(func() { runAs(t, u, []string{path}, filepath.Join(binDir, "stpm-bridge"), "remote-setup", "--remove") })
 	moduleFile := filepath.Join(u.HomeDir, ".config/pkcs11/modules/simple-tpm-pk11-bridge.module")
-	if !strings.Contains(out, `wrote "`+moduleFile+`"`) || !strings.Contains(out, "RemoteForward ") {
+	if !strings.Contains(out, `wrote "`+moduleFile+`"`) {
 		t.Errorf("remote-setup said:\n%s", out)
+	}
+	if got, want := remoteForwardLine(t, out), wantRemoteForward(u); got != want {
+		t.Errorf("remote-setup printed %q, want %q", got, want)
+	}
+	if want := "\nstpm-bridge: (where XDG_RUNTIME_DIR is unset on the workstation: RemoteForward " +
+		u.HomeDir + "/.simple-tpm-pk11/forwarded.sock %d/.simple-tpm-pk11/bridge.sock)\n"; !strings.Contains(out, want) {
+		t.Errorf("remote-setup lacks the line for workstations without XDG_RUNTIME_DIR:\n%s", out)
 	}
 
 	// A link left by a session that died (its socket long gone) must not
@@ -395,14 +415,19 @@ type remoteHost struct {
 	outer []string // ssh options and destination for the outer login
 }
 
-func newRemoteHost(t *testing.T, pin bool, tpmKey string) *remoteHost {
+func newRemoteHost(t *testing.T, pin bool, tpmKey string, sshdConfig ...string) *remoteHost {
 	t.Helper()
 	for _, tool := range []string{"ssh", "p11-kit", "runuser"} {
 		need(t, tool)
 	}
-	u := testUser(t)
+	return newRemoteHostFor(t, testUser(t), pin, tpmKey, sshdConfig...)
+}
+
+// newRemoteHostFor is newRemoteHost with the remote user u.
+func newRemoteHostFor(t *testing.T, u *user.User, pin bool, tpmKey string, sshdConfig ...string) *remoteHost {
+	t.Helper()
 	tk := newToken(t, pin)
-	srv := sshtest.StartServer(t, nil)
+	srv := sshtest.StartServer(t, nil, sshdConfig...)
 	srv.OpenTo(t, u.Username)
 	key, pub := fileKey(t)
 	srv.SetAuthorizedKeys(t, []string{pub, tk.pub(t, tpmKey)})
@@ -441,7 +466,6 @@ func TestBridgeConcurrent(t *testing.T) {
 // TestBridgeServerKilled: the local server dies during a session: the
 // user is told, the session ends normally, nothing is left behind.
 func TestBridgeServerKilled(t *testing.T) {
-	need(t, "pkill")
 	rh := newRemoteHost(t, false, "ec256")
 	tk, outer := rh.tk, rh.outer
 	nested := nestedSSH(t, rh.srv, clientModule(t), "")
@@ -453,9 +477,12 @@ func TestBridgeServerKilled(t *testing.T) {
 		stdout, stderr, err = runBridge(t, tk, append(outer, "sleep 2; "+nested+" || echo nested-failed")...)
 	}()
 	time.Sleep(time.Second)
-	// p11-kit-server runs with argv[0] "server".
-	if out, kerr := exec.Command("pkill", "-TERM", "-f", "^server .*-n "+regexp.QuoteMeta(tk.dir)).CombinedOutput(); kerr != nil {
-		t.Fatalf("pkill: %v %s", kerr, out)
+	servers := bridgeProcesses(t, tk, "p11-kit-server")
+	if len(servers) != 1 {
+		t.Fatalf("want the session's one p11-kit server, found %v", servers)
+	}
+	if kerr := syscall.Kill(servers[0].pid, syscall.SIGTERM); kerr != nil {
+		t.Fatal(kerr)
 	}
 	<-done
 	if err != nil || !strings.Contains(stdout, "nested-failed") {
@@ -464,7 +491,383 @@ func TestBridgeServerKilled(t *testing.T) {
 	if !strings.Contains(stderr, "stpm-bridge: the local p11-kit server stopped: the forwarded token is gone for this session") {
 		t.Errorf("no word about the dead server:\n%s", stderr)
 	}
-	if left, _ := filepath.Glob(tk.path("bridge*.sock")); len(left) > 0 { // the pattern is valid
-		t.Errorf("local sockets left: %v", left)
+	noLocalSockets(t, tk)
+	noBridgeProcesses(t, tk)
+}
+
+// runtimeDir is the XDG_RUNTIME_DIR of the token's environment.
+func runtimeDir(t testing.TB, tk *token) string {
+	t.Helper()
+	for i := len(tk.env) - 1; i >= 0; i-- {
+		if v, ok := strings.CutPrefix(tk.env[i], "XDG_RUNTIME_DIR="); ok && v != "" {
+			return v
+		}
+	}
+	t.Fatal("no XDG_RUNTIME_DIR in the token's environment")
+	return ""
+}
+
+// noLocalSockets fails the test if a bridge socket is left in the
+// token's runtime directory or ~/.simple-tpm-pk11.
+func noLocalSockets(t testing.TB, tk *token) {
+	t.Helper()
+	var left []string
+	for _, pat := range []string{filepath.Join(runtimeDir(t, tk), "simple-tpm-pk11", "bridge*.sock"), tk.path("bridge*.sock")} {
+		m, err := filepath.Glob(pat)
+		if err != nil {
+			t.Fatal(err)
+		}
+		left = append(left, m...)
+	}
+	if len(left) > 0 {
+		t.Errorf("local sockets left after the session: %v", left)
+	}
+}
+
+type bridgeProc struct {
+	pid           int
+	comm, cmdline string
+}
+
+func (p bridgeProc) String() string { return fmt.Sprintf("%d %s [%s]", p.pid, p.comm, p.cmdline) }
+
+// bridgeProcesses lists the running processes named (by /proc/PID/comm)
+// p11-kit, p11-kit-server, p11-kit-remote or stpm-bridge, or one of names,
+// that belong to this token: their environment has its HOME, or their
+// command line names its home or runtime directory.
+func bridgeProcesses(t testing.TB, tk *token, names ...string) []bridgeProc {
+	t.Helper()
+	if len(names) == 0 {
+		names = []string{"p11-kit", "p11-kit-server", "p11-kit-remote", "stpm-bridge"}
+	}
+	rt := runtimeDir(t, tk)
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var found []bridgeProc
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		dir := filepath.Join("/proc", e.Name())
+		// Any of these reads fails when the process has just exited.
+		comm, err := os.ReadFile(filepath.Join(dir, "comm"))
+		if err != nil || !slices.Contains(names, strings.TrimSpace(string(comm))) {
+			continue
+		}
+		cmdline, err := os.ReadFile(filepath.Join(dir, "cmdline"))
+		if err != nil {
+			continue
+		}
+		environ, err := os.ReadFile(filepath.Join(dir, "environ"))
+		if err != nil {
+			continue
+		}
+		cl := strings.ReplaceAll(strings.TrimRight(string(cmdline), "\x00"), "\x00", " ")
+		if strings.Contains(cl, tk.home+"/") || strings.Contains(cl, rt+"/") ||
+			slices.Contains(strings.Split(string(environ), "\x00"), "HOME="+tk.home) {
+			found = append(found, bridgeProc{pid, strings.TrimSpace(string(comm)), cl})
+		}
+	}
+	return found
+}
+
+// noBridgeProcesses fails the test if a p11-kit server, p11-kit-remote
+// or stpm-bridge of this token is still running a few seconds after the
+// session ended (p11-kit-remote exits when its client hangs up).
+func noBridgeProcesses(t testing.TB, tk *token) {
+	t.Helper()
+	var left []bridgeProc
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		if left = bridgeProcesses(t, tk); len(left) == 0 {
+			return
+		}
+	}
+	t.Errorf("still running after the session: %v", left)
+}
+
+// wantRemoteForward is the line remote-setup prints for the user's
+// ~/.ssh/config on the workstation.
+func wantRemoteForward(u *user.User) string {
+	return "RemoteForward " + u.HomeDir + "/.simple-tpm-pk11/forwarded.sock ${XDG_RUNTIME_DIR}/simple-tpm-pk11/bridge.sock"
+}
+
+// remoteForwardLine picks the RemoteForward line out of remote-setup's
+// output.
+func remoteForwardLine(t testing.TB, out string) string {
+	t.Helper()
+	m := regexp.MustCompile(`(?m)^stpm-bridge:     (RemoteForward .*)$`).FindAllStringSubmatch(out, -1)
+	if len(m) != 1 {
+		t.Fatalf("want one RemoteForward line in remote-setup's output:\n%s", out)
+	}
+	return m[0][1]
+}
+
+// remoteSetup runs "stpm-bridge remote-setup" as u, undone at cleanup,
+// and returns what it printed.
+func remoteSetup(t *testing.T, u *user.User) string {
+	t.Helper()
+	path := "PATH=/usr/local/bin:/usr/bin:/bin"
+	out := runAs(t, u, []string{path}, filepath.Join(binDir, "stpm-bridge"), "remote-setup")
+	t.Cleanup(func() { runAs(t, u, []string{path}, filepath.Join(binDir, "stpm-bridge"), "remote-setup", "--remove") })
+	return out
+}
+
+// startServe runs "stpm-bridge serve" (in the background) with env and
+// returns the address and pid it printed; the server is killed at cleanup
+// if the test has not stopped it.
+func startServe(t testing.TB, env []string, args ...string) (addr string, pid int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, filepath.Join(binDir, "stpm-bridge"), append([]string{"serve"}, args...)...)
+	cmd.Env = env
+	var errb strings.Builder
+	cmd.Stderr = &errb
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("stpm-bridge serve: %v\n%s", err, errb.String())
+	}
+	m := regexp.MustCompile(`^P11_KIT_SERVER_ADDRESS=(unix:path=\S+); export P11_KIT_SERVER_ADDRESS;\nP11_KIT_SERVER_PID=(\d+); export P11_KIT_SERVER_PID;\n$`).FindStringSubmatch(string(out))
+	if m == nil {
+		t.Fatalf("stpm-bridge serve printed %q", out)
+	}
+	pid, err = strconv.Atoi(m[2])
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
+			t.Error(err)
+		}
+	})
+	return m[1], pid
+}
+
+// stopServe stops a background "stpm-bridge serve" by its pid and waits
+// until it has exited and its socket is gone.
+func stopServe(t testing.TB, pid int, sock string) {
+	t.Helper()
+	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); syscall.Kill(pid, 0) == nil; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("stpm-bridge serve (pid %d) still runs 10 s after SIGTERM", pid)
+		}
+	}
+	waitGone(t, sock)
+}
+
+// TestBridgePlainSSH: the RemoteForward line that remote-setup prints,
+// used as it is by plain ssh on the workstation (ssh expands
+// ${XDG_RUNTIME_DIR}) with "stpm-bridge serve" running there, gives
+// programs on the remote host that load p11-kit-proxy.so the token.
+func TestBridgePlainSSH(t *testing.T) {
+	rh := newRemoteHost(t, false, "ec256")
+	u, tk, srv := rh.user, rh.tk, rh.srv
+	proxy := proxyModule(t)
+	line := remoteForwardLine(t, remoteSetup(t, u))
+	if line != wantRemoteForward(u) {
+		t.Errorf("remote-setup printed %q, want %q", line, wantRemoteForward(u))
+	}
+	rt := runtimeDir(t, tk)
+	sock := filepath.Join(rt, "simple-tpm-pk11", "bridge.sock")
+	addr, pid := startServe(t, tk.env)
+	// sshd leaves the forwarded socket behind.
+	t.Cleanup(func() { removeStable(t, u) })
+	if addr != p11kit.UnixAddress(sock) {
+		t.Fatalf("serve listens at %s, want %s", addr, sock)
+	}
+	args := append([]string{"-o", line, "-o", "ExitOnForwardFailure=yes"}, rh.outer...)
+	stdout, stderr, err := sshtest.Run(t, sshtest.Env(t, "XDG_RUNTIME_DIR="+rt), "ssh", append(args, nestedSSH(t, srv, proxy, ""))...)
+	if err != nil || !strings.HasSuffix(stdout, "nested-ok\n") {
+		t.Fatalf("plain ssh with %q: %v\nstdout: %s\nstderr: %s\nsshd:\n%s", line, err, stdout, stderr, tail(srv.Log(), 30))
+	}
+	if !strings.Contains(srv.Log(), fingerprint(t, tk.path("ec256.key.pub"))) {
+		t.Errorf("sshd did not accept the TPM key:\n%s", tail(srv.Log(), 20))
+	}
+	stopServe(t, pid, sock)
+	noBridgeProcesses(t, tk)
+}
+
+// TestBridgeStockSSHD: an sshd with the default forwarding settings
+// (StreamLocalBindUnlink no: sockets stay behind after a session) and a
+// dead socket at the stable path on the remote host: two sessions in a
+// row both reach the token through p11-kit-proxy.so.
+func TestBridgeStockSSHD(t *testing.T) {
+	// The first value of a keyword wins: these override sshtest's.
+	rh := newRemoteHost(t, false, "ec256", "StreamLocalBindUnlink no", "StreamLocalBindMask 0177")
+	u, tk, srv := rh.user, rh.tk, rh.srv
+	proxy := proxyModule(t)
+	remoteSetup(t, u)
+	stable := filepath.Join(u.HomeDir, ".simple-tpm-pk11", "forwarded.sock")
+	removeStable(t, u)
+	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: stable, Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.SetUnlinkOnClose(false)
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Lchown(stable, atoi(t, u.Uid), atoi(t, u.Gid)); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { removeStable(t, u) })
+	before := remoteSockets(t)
+	nested := nestedSSH(t, srv, proxy, "")
+	for i := 1; i <= 2; i++ {
+		stdout, stderr, err := runBridge(t, tk, append(rh.outer, nested)...)
+		if err != nil || !strings.HasSuffix(stdout, "nested-ok\n") {
+			t.Fatalf("session %d: %v\nstdout: %s\nstderr: %s\nsshd:\n%s", i, err, stdout, stderr, tail(srv.Log(), 30))
+		}
+	}
+	accepted := regexp.MustCompile(`Accepted publickey for ` + u.Username + ` from 127\.0\.0\.1 port \d+ ssh2: \S+ ` +
+		regexp.QuoteMeta(fingerprint(t, tk.path("ec256.key.pub"))))
+	if n := len(accepted.FindAllString(srv.Log(), -1)); n != 2 {
+		t.Errorf("sshd accepted the TPM key %d times, want 2:\n%s", n, tail(srv.Log(), 30))
+	}
+	if exists(stable) {
+		t.Errorf("%s is still there after the sessions", stable)
+	}
+	if after := remoteSockets(t); len(after) > len(before) {
+		t.Errorf("forwarded sockets left in /tmp: %v", after)
+	}
+	noBridgeProcesses(t, tk)
+}
+
+func atoi(t testing.TB, s string) int {
+	t.Helper()
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// TestBridgeOpenSocketMask: an sshd that creates forwarded sockets for
+// everyone (StreamLocalBindMask 0000): the session's socket is still
+// 0600 by the time the command runs.
+func TestBridgeOpenSocketMask(t *testing.T) {
+	rh := newRemoteHost(t, false, "ec256", "StreamLocalBindMask 0000")
+	stdout, stderr, err := runBridge(t, rh.tk, append(rh.outer, `stat -c "mode=%a" "${P11_KIT_SERVER_ADDRESS#unix:path=}"`)...)
+	if err != nil || stdout != "mode=600\n" {
+		t.Errorf("got %v\nstdout: %s\nstderr: %s", err, stdout, stderr)
+	}
+}
+
+// TestBridgeReuse: with "stpm-bridge serve" running, "stpm-bridge ssh"
+// uses it (and says so) instead of starting its own, and leaves it
+// running; when that server dies during a session, the user is told.
+func TestBridgeReuse(t *testing.T) {
+	rh := newRemoteHost(t, false, "ec256")
+	tk, srv := rh.tk, rh.srv
+	nested := nestedSSH(t, srv, clientModule(t), "")
+	sock := filepath.Join(runtimeDir(t, tk), "simple-tpm-pk11", "bridge.sock")
+	_, pid := startServe(t, tk.env)
+
+	stdout, stderr, err := runBridge(t, tk, append(rh.outer, nested)...)
+	if err != nil || !strings.HasSuffix(stdout, "nested-ok\n") {
+		t.Fatalf("stpm-bridge ssh: %v\nstdout: %s\nstderr: %s\nsshd:\n%s", err, stdout, stderr, tail(srv.Log(), 30))
+	}
+	if !strings.Contains(stderr, "stpm-bridge: using the running server at "+sock+"\n") {
+		t.Errorf("no word about the running server:\n%s", stderr)
+	}
+	if !strings.Contains(srv.Log(), fingerprint(t, tk.path("ec256.key.pub"))) {
+		t.Errorf("sshd did not accept the TPM key:\n%s", tail(srv.Log(), 20))
+	}
+	if servers := bridgeProcesses(t, tk, "p11-kit-server"); len(servers) != 1 || !strings.Contains(servers[0].cmdline, "-n "+sock+" ") {
+		t.Errorf("want only the running server, found %v", servers)
+	}
+	if err := syscall.Kill(pid, 0); err != nil || !p11kit.Listening(sock) {
+		t.Fatalf("the running server is gone after the session: %v", err)
+	}
+
+	// The reused server stops during a session.
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		stdout, stderr, err = runBridge(t, tk, append(rh.outer, "sleep 3; "+nested+" || echo nested-failed")...)
+	}()
+	time.Sleep(time.Second)
+	stopServe(t, pid, sock)
+	<-done
+	if err != nil || !strings.Contains(stdout, "nested-failed") {
+		t.Errorf("session: %v\nstdout: %s\nstderr: %s", err, stdout, stderr)
+	}
+	if !strings.Contains(stderr, "stpm-bridge: the local p11-kit server stopped: the forwarded token is gone for this session\n") {
+		t.Errorf("no word about the stopped server:\n%s", stderr)
+	}
+	noLocalSockets(t, tk)
+	noBridgeProcesses(t, tk)
+}
+
+// cshUserName is a second test user whose login shell is csh.
+const cshUserName = "stpm-test-csh"
+
+// cshUser returns a user whose login shell is tcsh (or csh), made once.
+func cshUser(t *testing.T) *user.User {
+	t.Helper()
+	var shell string
+	for _, s := range []string{"/usr/bin/tcsh", "/bin/tcsh", "/usr/bin/csh", "/bin/csh"} {
+		if _, err := os.Stat(s); err == nil {
+			shell = s
+			break
+		}
+	}
+	if shell == "" {
+		if os.Getenv("CI") != "" {
+			t.Fatal("no tcsh or csh: install the tcsh package")
+		}
+		t.Skip("no tcsh or csh")
+	}
+	if u, err := user.Lookup(cshUserName); err == nil {
+		return u
+	}
+	if os.Geteuid() != 0 {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("user %s is missing and the tests do not run as root to create it", cshUserName)
+		}
+		t.Skipf("user %s is missing; run the tests as root once to create it", cshUserName)
+	}
+	for _, args := range [][]string{
+		{"useradd", "--system", "--create-home", "--home-dir", "/home/" + cshUserName, "--shell", shell, cshUserName},
+		{"usermod", "-p", "*", cshUserName},
+	} {
+		if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
+			t.Fatalf("%v: %v\n%s", args, err, out)
+		}
+	}
+	u, err := user.Lookup(cshUserName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u
+}
+
+// TestBridgeCshLoginShell: a remote user whose login shell is csh gets
+// the session too (sshd runs the remote command with the login shell).
+func TestBridgeCshLoginShell(t *testing.T) {
+	for _, tool := range []string{"ssh", "p11-kit", "runuser"} {
+		need(t, tool)
+	}
+	u := cshUser(t)
+	rh := newRemoteHostFor(t, u, false, "ec256")
+	stdout, stderr, err := runBridge(t, rh.tk, append(rh.outer, "echo \"shell=$SHELL\"; "+nestedSSH(t, rh.srv, clientModule(t), ""))...)
+	if err != nil || !strings.HasSuffix(stdout, "nested-ok\n") || !strings.Contains(stdout, "shell=/") || !strings.Contains(stdout, "csh\n") {
+		t.Fatalf("stpm-bridge ssh to a csh user: %v\nstdout: %s\nstderr: %s\nsshd:\n%s", err, stdout, stderr, tail(rh.srv.Log(), 30))
+	}
+	noBridgeProcesses(t, rh.tk)
+}
+
+// removeStable removes what is at the stable path in u's home (the test
+// user is shared by the tests): a socket left by plain ssh -R.
+func removeStable(t testing.TB, u *user.User) {
+	t.Helper()
+	if err := os.Remove(filepath.Join(u.HomeDir, ".simple-tpm-pk11", "forwarded.sock")); err != nil && !errors.Is(err, os.ErrNotExist) {
+		t.Error(err)
 	}
 }

@@ -62,7 +62,9 @@ func newToken(t testing.TB, pin bool) *token {
 		t.Fatal(err)
 	}
 	tk := &token{tpm: sw, home: home, dir: dir}
-	tk.env = append(cleanEnv(), "HOME="+home, "SIMPLE_TPM_PK11_TPM="+sw.Spec, "SIMPLE_TPM_PK11_LOG_STDERR=1")
+	// A runtime directory of its own: stpm-bridge must never find the
+	// developer's running server (stpm-bridge.service) and reuse it.
+	tk.env = append(cleanEnv(), "HOME="+home, "XDG_RUNTIME_DIR="+sshtest.SocketDir(t), "SIMPLE_TPM_PK11_TPM="+sw.Spec, "SIMPLE_TPM_PK11_LOG_STDERR=1")
 	var cfg strings.Builder
 	for _, k := range testKeys {
 		tk.keygen(t, k.name, k.args...)
@@ -82,13 +84,14 @@ func newToken(t testing.TB, pin bool) *token {
 }
 
 // cleanEnv is the environment without anything that points at the
-// user's own keys, agents or TPM.
+// user's own keys, agents, TPM or running servers (XDG_RUNTIME_DIR: newToken
+// sets one of its own).
 func cleanEnv() []string {
 	var out []string
 	for _, kv := range os.Environ() {
 		k, _, _ := strings.Cut(kv, "=")
 		switch {
-		case k == "HOME", k == "SSH_AUTH_SOCK", k == "DISPLAY", k == "SSH_ASKPASS", strings.HasPrefix(k, "SIMPLE_TPM_PK11_"),
+		case k == "HOME", k == "XDG_RUNTIME_DIR", k == "SSH_AUTH_SOCK", k == "DISPLAY", k == "SSH_ASKPASS", strings.HasPrefix(k, "SIMPLE_TPM_PK11_"),
 			strings.HasPrefix(k, "P11_KIT_"):
 			continue
 		}

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"strconv"
 	"syscall"
 	"time"
@@ -155,6 +156,11 @@ func daemonize(ui *cli.UI, socket, module string, csh bool) int {
 		return ui.Fail(err)
 	}
 	defer devnull.Close() // read-only use; the child has its own copy
+	// A fresh XDG_RUNTIME_DIR has no simple-tpm-pk11 directory yet, and
+	// the log goes there.
+	if err := bridge.MakeSocketDir(socket); err != nil {
+		return ui.Fail(err)
+	}
 	// The background server must not hold our stderr: whoever reads it
 	// (a terminal, or a program capturing it) would wait for it forever.
 	// Its messages, and the module's, go to a log beside the socket.
@@ -235,13 +241,12 @@ func runRemoteSetup(args []string, ui *cli.UI) int {
 		return ui.Fail(err)
 	}
 	ui.Infof("wrote %q: p11-kit-proxy.so now offers the token forwarded to %q", file, sock)
-	ui.Infof("bridge sessions (stpm-bridge ssh) link the forwarded socket there; with plain ssh, add to the workstation's ~/.ssh/config:")
-	if home, err := os.UserHomeDir(); err == nil {
-		if line, err := bridge.RemoteForwardLine(home); err == nil {
-			ui.Infof("    %s", line)
-			ui.Infof("    (and StreamLocalBindUnlink yes in this host's sshd_config, or remove %q after each session)", sock)
-		}
-	}
+	ui.Infof("bridge sessions (stpm-bridge ssh) link the forwarded socket there; with plain ssh and stpm-bridge serve on the workstation, add to this host's entry in the workstation's ~/.ssh/config:")
+	withRuntime, withoutRuntime := bridge.RemoteForwardLines(filepath.Dir(filepath.Dir(sock)))
+	ui.Infof("    %s", withRuntime)
+	ui.Infof("    ExitOnForwardFailure yes")
+	ui.Infof("(where XDG_RUNTIME_DIR is unset on the workstation: %s)", withoutRuntime)
+	ui.Infof("and StreamLocalBindUnlink yes in this host's sshd_config, or remove %q after each session", sock)
 	if _, err := p11kit.FindClientModule(); err != nil {
 		ui.Warnf("%v", err)
 		if h := cli.Hint(err); h != "" {
