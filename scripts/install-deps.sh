@@ -9,7 +9,7 @@ PACKAGES=(
 	opensc gnutls-bin p11-kit p11-kit-modules libp11-kit-dev
 	openssh-client openssh-server
 	gcc make git ca-certificates iproute2 procps util-linux
-	go-md2man groff-base dpkg-dev
+	go-md2man groff-base dpkg-dev tcsh
 )
 GO_MIN_MAJOR=1
 GO_MIN_MINOR=26

@@ -32,7 +32,7 @@ func TestBridgeServe(t *testing.T) {
 	sock := tk.path("bridge.sock") // no XDG_RUNTIME_DIR: ~/.simple-tpm-pk11
 	env := append(append([]string{}, tk.env...), "XDG_RUNTIME_DIR=")
 
-	cmd := exec.Command(bridgeBin, "serve")
+	cmd := command(t, bridgeBin, "serve")
 	cmd.Env = env
 	out, err := cmd.Output()
 	if err != nil {
@@ -56,23 +56,23 @@ func TestBridgeServe(t *testing.T) {
 		t.Errorf("socket %s: %v, mode %v: others must not connect", sock, err, fi.Mode())
 	}
 	// Nothing listens on TCP: the bridge is unix sockets and ssh only.
-	if ss, err := exec.Command("ss", "-ltnpH").Output(); err != nil {
+	if ss, err := command(t, "ss", "-ltnpH").Output(); err != nil {
 		t.Errorf("ss: %v", err)
 	} else if strings.Contains(string(ss), "p11-kit") || strings.Contains(string(ss), "stpm-bridge") || strings.Contains(string(ss), "server\"") {
 		t.Errorf("a TCP listener of the bridge:\n%s", ss)
 	}
-	list := exec.Command("pkcs11-tool", "--module", client, "-O")
+	list := command(t, "pkcs11-tool", "--module", client, "-O")
 	list.Env = append(cleanEnv(), "P11_KIT_SERVER_ADDRESS="+m[1])
 	if out, err := list.CombinedOutput(); err != nil || !strings.Contains(string(out), "label:      ec256") {
 		t.Errorf("through the served socket: %v\n%s", err, out)
 	}
 	// A second server on the same socket is refused.
-	again := exec.Command(bridgeBin, "serve", "-f")
+	again := command(t, bridgeBin, "serve", "-f")
 	again.Env = env
 	if out, err := again.CombinedOutput(); err == nil || !strings.Contains(string(out), "a server already listens on") {
 		t.Errorf("second server: %v\n%s", err, out)
 	}
-	kill := exec.Command(bridgeBin, "serve", "-k")
+	kill := command(t, bridgeBin, "serve", "-k")
 	kill.Env = append(env, "P11_KIT_SERVER_PID="+m[2])
 	if out, err := kill.CombinedOutput(); err != nil || !strings.Contains(string(out), "unset P11_KIT_SERVER_ADDRESS;") {
 		t.Fatalf("serve -k: %v\n%s", err, out)
@@ -80,7 +80,7 @@ func TestBridgeServe(t *testing.T) {
 	waitGone(t, sock)
 
 	// Foreground, csh syntax, stopped by SIGTERM.
-	fg := exec.Command(bridgeBin, "serve", "-f", "-c")
+	fg := command(t, bridgeBin, "serve", "-f", "-c")
 	fg.Env = env
 	stdout, err := fg.StdoutPipe()
 	if err != nil {

@@ -49,7 +49,7 @@ func proxyModule(t testing.TB) string {
 // fingerprint is the SHA256 fingerprint sshd logs for a .pub file.
 func fingerprint(t testing.TB, pub string) string {
 	t.Helper()
-	out, err := exec.Command("ssh-keygen", "-l", "-f", pub).Output()
+	out, err := command(t, "ssh-keygen", "-l", "-f", pub).Output()
 	if err != nil {
 		t.Fatalf("ssh-keygen -l %s: %v", pub, err)
 	}
@@ -64,7 +64,7 @@ func fingerprint(t testing.TB, pub string) string {
 func fileKey(t testing.TB) (path, pub string) {
 	t.Helper()
 	path = filepath.Join(t.TempDir(), "id_ed25519")
-	if out, err := exec.Command("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", path).CombinedOutput(); err != nil {
+	if out, err := command(t, "ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", path).CombinedOutput(); err != nil {
 		t.Fatalf("ssh-keygen: %v: %s", err, out)
 	}
 	b, err := os.ReadFile(path + ".pub")
@@ -340,7 +340,7 @@ func TestP11KitServer(t *testing.T) {
 	clientEnv := append(cleanEnv(), "P11_KIT_SERVER_ADDRESS="+ps.Address, "HOME="+t.TempDir())
 	run := func(name string, args ...string) string {
 		t.Helper()
-		cmd := exec.Command(name, args...)
+		cmd := command(t, name, args...)
 		cmd.Env = clientEnv
 		cmd.Dir = tk.dir
 		out, err := cmd.CombinedOutput()
@@ -837,7 +837,7 @@ func cshUser(t *testing.T) *user.User {
 		{"useradd", "--system", "--create-home", "--home-dir", "/home/" + cshUserName, "--shell", shell, cshUserName},
 		{"usermod", "-p", "*", cshUserName},
 	} {
-		if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
+		if out, err := command(t, args[0], args[1:]...).CombinedOutput(); err != nil {
 			t.Fatalf("%v: %v\n%s", args, err, out)
 		}
 	}

@@ -50,7 +50,7 @@ func buildCHost(t testing.TB) string {
 			dir = d
 		}
 		out := filepath.Join(dir, "p11host")
-		cmd := exec.Command(gcc, "-O2", "-Wall", "-Wextra", "-Werror", "-pthread",
+		cmd := command(t, gcc, "-O2", "-Wall", "-Wextra", "-Werror", "-pthread",
 			"-I", filepath.Join("..", "module"),
 			"-o", out, filepath.Join("c", "p11host.c"), "-ldl", "-lcrypto")
 		if b, err := cmd.CombinedOutput(); err != nil {

@@ -577,7 +577,7 @@ func TestModuleTPMErrors(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		if out, err := exec.Command("chown", "-R", "65534:65534", tk.home).CombinedOutput(); err != nil {
+		if out, err := command(t, "chown", "-R", "65534:65534", tk.home).CombinedOutput(); err != nil {
 			t.Fatalf("chown: %v: %s", err, out)
 		}
 		env := withEnv(tk.env, "SIMPLE_TPM_PK11_TPM=device:"+dev)
