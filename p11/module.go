@@ -181,7 +181,7 @@ func (m *Module) Finalize() error {
 	m.initialized = false
 	m.log.Debugf("finalize: %d goroutines", runtime.NumGoroutine())
 	for _, s := range m.sessions {
-		s.closed = true
+		s.close()
 	}
 	m.sessions = nil
 	zero(m.userPIN)

@@ -11,16 +11,29 @@ import (
 
 // Session is one PKCS#11 session.
 type Session struct {
-	// mu serializes operations on the session: PKCS#11 lets only one
-	// thread use a session at a time, but a misbehaving caller must not
-	// corrupt it.
-	mu      sync.Mutex
-	handle  uint
-	rw      bool
-	closed  bool
-	find    []uint     // handles left to return
-	finding bool       // a search is active
-	ops     [2]*signOp // the active sign and verify operations, by opKind
+	handle uint
+	rw     bool
+
+	// find and finding are guarded by the module's mu.
+	find    []uint // handles left to return
+	finding bool   // a search is active
+
+	// mu guards closed and ops. PKCS#11 lets only one thread use a
+	// session at a time, but a misbehaving caller, or C_CloseAllSessions
+	// from another thread, must not corrupt it. Lock order: the module's
+	// mu before mu; mu is never held across TPM I/O.
+	mu     sync.Mutex
+	closed bool
+	ops    [2]*signOp // the active sign and verify operations, by opKind
+}
+
+// close marks the session closed and drops its operations, so a call
+// that found it before it was removed answers CKR_SESSION_CLOSED.
+func (s *Session) close() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closed = true
+	s.ops = [2]*signOp{}
 }
 
 // OpenSession is C_OpenSession.
@@ -62,7 +75,7 @@ func (m *Module) CloseSession(h uint) error {
 	if err != nil {
 		return err
 	}
-	s.closed = true
+	s.close()
 	delete(m.sessions, h)
 	m.logoutIfIdle()
 	return nil
@@ -76,7 +89,7 @@ func (m *Module) CloseAllSessions(slot uint) error {
 		return err
 	}
 	for h, s := range m.sessions {
-		s.closed = true
+		s.close()
 		delete(m.sessions, h)
 	}
 	m.logoutIfIdle()

@@ -74,6 +74,8 @@ func (m *Module) opInit(h uint, kind opKind, mech Mechanism, key uint) error {
 	if err != nil {
 		return err
 	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if s.ops[kind] != nil {
 		return rvErr(CKR_OPERATION_ACTIVE, "a %s operation is already active in session %d", opNames[kind], h)
 	}
