@@ -5,7 +5,6 @@ import "C"
 
 import (
 	"fmt"
-	"runtime/debug"
 	"unsafe"
 
 	"github.com/simple-tpm-pk11/simple-tpm-pk11/p11"
@@ -23,12 +22,12 @@ const (
 	maxPINLen     = 1 << 10
 )
 
-// guard turns a Go panic into CKR_GENERAL_ERROR and one log line: a panic
-// must never unwind into the C caller.
+// guard turns a Go panic into CKR_GENERAL_ERROR and one log line (see
+// p11.Module.Panicked): a panic must never unwind into the C caller.
+// recover only works in the deferred function itself, so it stays here.
 func guard(fn string, rv *C.CK_RV) {
 	if r := recover(); r != nil {
-		mod.Log().Errorf("%s: internal error: %v; please report it with this log: %s", fn, r, debug.Stack())
-		*rv = C.CKR_GENERAL_ERROR
+		*rv = C.CK_RV(mod.Panicked(fn, r))
 	}
 }
 

@@ -17,6 +17,7 @@ import (
 	"os"
 	"runtime"
 	"sync"
+	"sync/atomic"
 
 	"github.com/simple-tpm-pk11/simple-tpm-pk11/config"
 	"github.com/simple-tpm-pk11/simple-tpm-pk11/tpm"
@@ -45,9 +46,12 @@ type InitArgs struct {
 
 // Module is the state of one loaded module.
 type Module struct {
+	// log is read without mu: a call that panics may have held mu, and
+	// the panic is still logged (see Panicked).
+	log atomic.Pointer[Logger]
+
 	mu          sync.Mutex
 	initialized bool
-	log         *Logger
 
 	label   string
 	keys    []*Key
@@ -69,15 +73,14 @@ type Module struct {
 
 // New returns an uninitialized module.
 func New() *Module {
-	return &Module{LoadConfig: config.LoadDefault, OpenTPM: tpm.Open, Getenv: os.Getenv, log: NewLogger(os.Stderr, false)}
+	m := &Module{LoadConfig: config.LoadDefault, OpenTPM: tpm.Open, Getenv: os.Getenv}
+	m.log.Store(NewLogger(os.Stderr, false))
+	return m
 }
 
-// Log returns the module's logger (nil before C_Initialize).
-func (m *Module) Log() *Logger {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.log
-}
+// Log returns the module's logger: stderr until C_Initialize opens the
+// configured one. It takes no lock.
+func (m *Module) Log() *Logger { return m.log.Load() }
 
 // Initialize is C_Initialize. It reads the config and key files once;
 // a broken config never fails it: bad keys are left out and each problem
@@ -103,17 +106,18 @@ func (m *Module) Initialize(args InitArgs) error {
 	if cfg != nil {
 		logFile = cfg.Log
 	}
-	m.log = openLog(logFile, m.Getenv(EnvLogStderr) != "", debug)
+	log := openLog(logFile, m.Getenv(EnvLogStderr) != "", debug)
+	m.log.Store(log)
 	if cfgErr != nil {
-		m.log.Errorf("config: %v; the token has no keys (fix the file or %s)", cfgErr, config.EnvConfig)
+		log.Errorf("config: %v; the token has no keys (fix the file or %s)", cfgErr, config.EnvConfig)
 		cfg = &config.Config{}
 	}
 	defer cfg.Zero()
 	for _, p := range cfg.Problems {
-		m.log.Errorf("config %s", p)
+		log.Errorf("config %s", p)
 	}
 	if w, ok := cfg.InsecurePINs(); ok {
-		m.log.Warnf("%s", w)
+		log.Warnf("%s", w)
 	}
 	m.label = cfg.Label
 	if m.label == "" {
@@ -121,7 +125,7 @@ func (m *Module) Initialize(args InitArgs) error {
 	}
 	spec, err := tpm.ResolveSpec("", cfg.TPM)
 	if err != nil {
-		m.log.Errorf("%v; using %s", err, tpm.DefaultSpec())
+		log.Errorf("%v; using %s", err, tpm.DefaultSpec())
 		spec = tpm.DefaultSpec()
 	}
 	m.tpm = m.OpenTPM(spec)
@@ -140,11 +144,11 @@ func (m *Module) Initialize(args InitArgs) error {
 				// No config file and no default key: the module is
 				// installed but not set up; stay quiet for every
 				// program p11-kit loads it into.
-				m.log.Debugf("no key at %q (make one with stpm-keygen)", ck.Path)
+				log.Debugf("no key at %q (make one with stpm-keygen)", ck.Path)
 			case ck.Line == 0:
-				m.log.Errorf("default key: %v", err)
+				log.Errorf("default key: %v", err)
 			default:
-				m.log.Errorf("config %s:%d: key left out: %v", cfg.File, ck.Line, err)
+				log.Errorf("config %s:%d: key left out: %v", cfg.File, ck.Line, err)
 			}
 			continue
 		}
@@ -154,7 +158,7 @@ func (m *Module) Initialize(args InitArgs) error {
 	m.sessions = map[uint]*Session{}
 	m.loggedIn = false
 	m.initialized = true
-	m.log.Debugf("initialized: %d keys, TPM %s", len(m.keys), spec)
+	log.Debugf("initialized: %d keys, TPM %s", len(m.keys), spec)
 	return nil
 }
 
@@ -179,7 +183,7 @@ func (m *Module) Finalize() error {
 		return rvErr(CKR_CRYPTOKI_NOT_INITIALIZED, "C_Finalize before C_Initialize")
 	}
 	m.initialized = false
-	m.log.Debugf("finalize: %d goroutines", runtime.NumGoroutine())
+	m.Log().Debugf("finalize: %d goroutines", runtime.NumGoroutine())
 	for _, s := range m.sessions {
 		s.close()
 	}
@@ -195,8 +199,7 @@ func (m *Module) Finalize() error {
 		tpmErr = m.tpm.Close()
 		m.tpm = nil
 	}
-	logErr := m.log.Close()
-	m.log = NewLogger(os.Stderr, false)
+	logErr := m.log.Swap(NewLogger(os.Stderr, false)).Close()
 	switch {
 	case logErr != nil:
 		return rvErr(CKR_GENERAL_ERROR, "closing the log file: %v", logErr)
@@ -297,37 +300,11 @@ const maxPIN = 32
 // (cached); later calls only read the lockout counters when a key has a
 // PIN, so the flags follow the TPM.
 func (m *Module) GetTokenInfo(slot uint) (TokenInfo, error) {
-	m.mu.Lock()
-	if err := m.checkSlot(slot); err != nil {
-		m.mu.Unlock()
+	snap, err := m.tokenSnapshot(slot)
+	if err != nil {
 		return TokenInfo{}, err
 	}
-	if len(m.keys) == 0 {
-		m.mu.Unlock()
-		return TokenInfo{}, rvErr(CKR_TOKEN_NOT_PRESENT, "no usable key configured (make one with stpm-keygen and name it in %s)", "~/.simple-tpm-pk11/config")
-	}
-	ti := TokenInfo{Label: m.label, Model: "TPM 2.0", MinPIN: 1, MaxPIN: maxPIN,
-		Flags: CKF_TOKEN_INITIALIZED | CKF_RNG}
-	var rw uint
-	for _, s := range m.sessions {
-		ti.Sessions++
-		if s.rw {
-			rw++
-		}
-	}
-	ti.RWSessions = rw
-	needPIN := false
-	for _, k := range m.keys {
-		if k.NeedsPIN {
-			needPIN = true
-			ti.Flags |= CKF_USER_PIN_INITIALIZED
-		}
-		if k.NeedsLogin {
-			ti.Flags |= CKF_LOGIN_REQUIRED
-		}
-	}
-	parent, t, srk := m.keys[0].File.Parent, m.tpm, bytes.Clone(m.srkPIN)
-	m.mu.Unlock()
+	ti, parent, t, srk := snap.ti, snap.parent, snap.tpm, snap.srk
 	defer zero(srk)
 
 	id, err := t.Identity(parent, srk)
@@ -338,7 +315,7 @@ func (m *Module) GetTokenInfo(slot uint) (TokenInfo, error) {
 	ti.Firmware = [2]byte{byte(id.Firmware >> 48), byte(id.Firmware >> 32)}
 	sum := sha256.Sum256(id.ParentName)
 	ti.Serial = hex.EncodeToString(sum[:8])
-	if needPIN {
+	if snap.needPIN {
 		l, err := t.LockoutState()
 		if err != nil {
 			return TokenInfo{}, err
@@ -353,4 +330,46 @@ func (m *Module) GetTokenInfo(slot uint) (TokenInfo, error) {
 		}
 	}
 	return ti, nil
+}
+
+// tokenSnapshot is what C_GetTokenInfo reads under the module lock
+// before it asks the TPM.
+type tokenSnapshot struct {
+	ti      TokenInfo
+	needPIN bool
+	parent  uint32
+	tpm     *tpm.TPM
+	srk     []byte
+}
+
+func (m *Module) tokenSnapshot(slot uint) (tokenSnapshot, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err := m.checkSlot(slot); err != nil {
+		return tokenSnapshot{}, err
+	}
+	if len(m.keys) == 0 {
+		return tokenSnapshot{}, rvErr(CKR_TOKEN_NOT_PRESENT, "no usable key configured (make one with stpm-keygen and name it in %s)", "~/.simple-tpm-pk11/config")
+	}
+	panicPoint("C_GetTokenInfo")
+	snap := tokenSnapshot{tpm: m.tpm, srk: bytes.Clone(m.srkPIN)}
+	snap.ti = TokenInfo{Label: m.label, Model: "TPM 2.0", MinPIN: 1, MaxPIN: maxPIN,
+		Flags: CKF_TOKEN_INITIALIZED | CKF_RNG}
+	for _, s := range m.sessions {
+		snap.ti.Sessions++
+		if s.rw {
+			snap.ti.RWSessions++
+		}
+	}
+	for _, k := range m.keys {
+		if k.NeedsPIN {
+			snap.needPIN = true
+			snap.ti.Flags |= CKF_USER_PIN_INITIALIZED
+		}
+		if k.NeedsLogin {
+			snap.ti.Flags |= CKF_LOGIN_REQUIRED
+		}
+	}
+	snap.parent = m.keys[0].File.Parent
+	return snap, nil
 }

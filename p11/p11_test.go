@@ -139,9 +139,15 @@ func newModule(t testing.TB, text string) *Module {
 	if err := m.Initialize(InitArgs{Flags: CKF_OS_LOCKING_OK}); err != nil {
 		t.Fatal(err)
 	}
-	m.log = NewLogger(io.Discard, true) // debug on: every path that logs runs
+	m.log.Store(NewLogger(io.Discard, true)) // debug on: every path that logs runs
 	t.Cleanup(func() {
-		if m.initialized {
+		if !m.mu.TryLock() {
+			t.Error("the module lock is still held at the end of the test")
+			return
+		}
+		initialized := m.initialized
+		m.mu.Unlock()
+		if initialized {
 			if err := m.Finalize(); err != nil {
 				t.Error(err)
 			}
@@ -387,6 +393,7 @@ func TestObjects(t *testing.T) {
 	if size, err := m.ObjectSize(h, ecPub[0]); err != nil || size == 0 {
 		t.Errorf("ObjectSize = %d, %v", size, err)
 	}
+
 }
 
 func TestLogin(t *testing.T) {

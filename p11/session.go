@@ -138,42 +138,11 @@ func (m *Module) GetSessionInfo(h uint) (SessionInfo, error) {
 // (CKR_PIN_INCORRECT, counted by the TPM's dictionary-attack protection)
 // and not at the first signature.
 func (m *Module) Login(h, userType uint, pin []byte) error {
-	m.mu.Lock()
-	if _, err := m.session(h); err != nil {
-		m.mu.Unlock()
+	key, t, srk, err := m.loginTarget(h, userType, pin)
+	if err != nil {
 		return err
 	}
-	switch userType {
-	case CKU_USER:
-	case CKU_SO:
-		m.mu.Unlock()
-		return rvErr(CKR_USER_TYPE_INVALID, "this token has no security officer; log in as the user")
-	case CKU_CONTEXT_SPECIFIC:
-		m.mu.Unlock()
-		return rvErr(CKR_OPERATION_NOT_INITIALIZED, "no key needs context-specific login")
-	default:
-		m.mu.Unlock()
-		return rvErr(CKR_USER_TYPE_INVALID, "unknown user type %d", userType)
-	}
-	if m.loggedIn {
-		m.mu.Unlock()
-		return rvErr(CKR_USER_ALREADY_LOGGED_IN, "already logged in")
-	}
-	if len(pin) > maxPIN {
-		m.mu.Unlock()
-		return rvErr(CKR_PIN_LEN_RANGE, "PIN longer than %d bytes, the most a TPM key takes", maxPIN)
-	}
-	var key *Key
-	for _, k := range m.keys {
-		if k.NeedsPIN {
-			key = k
-			break
-		}
-	}
-	t, srk := m.tpm, bytes.Clone(m.srkPIN)
-	m.mu.Unlock()
 	defer zero(srk)
-
 	if key != nil {
 		d := sha256.Sum256([]byte("simple-tpm-pk11 PIN check"))
 		if _, err := t.SignDigest(key.File, srk, pin, d[:], tpm.SignOpts{Hash: crypto.SHA256}); err != nil {
@@ -191,6 +160,40 @@ func (m *Module) Login(h, userType uint, pin []byte) error {
 	m.loggedIn = true
 	m.userPIN = bytes.Clone(pin)
 	return nil
+}
+
+// loginTarget checks a C_Login under the module lock and returns the key
+// to check the PIN with (nil when no key has one), the TPM and the SRK PIN.
+func (m *Module) loginTarget(h, userType uint, pin []byte) (*Key, *tpm.TPM, []byte, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, err := m.session(h); err != nil {
+		return nil, nil, nil, err
+	}
+	switch userType {
+	case CKU_USER:
+	case CKU_SO:
+		return nil, nil, nil, rvErr(CKR_USER_TYPE_INVALID, "this token has no security officer; log in as the user")
+	case CKU_CONTEXT_SPECIFIC:
+		return nil, nil, nil, rvErr(CKR_OPERATION_NOT_INITIALIZED, "no key needs context-specific login")
+	default:
+		return nil, nil, nil, rvErr(CKR_USER_TYPE_INVALID, "unknown user type %d", userType)
+	}
+	if m.loggedIn {
+		return nil, nil, nil, rvErr(CKR_USER_ALREADY_LOGGED_IN, "already logged in")
+	}
+	if len(pin) > maxPIN {
+		return nil, nil, nil, rvErr(CKR_PIN_LEN_RANGE, "PIN longer than %d bytes, the most a TPM key takes", maxPIN)
+	}
+	panicPoint("C_Login")
+	var key *Key
+	for _, k := range m.keys {
+		if k.NeedsPIN {
+			key = k
+			break
+		}
+	}
+	return key, m.tpm, bytes.Clone(m.srkPIN), nil
 }
 
 // Logout is C_Logout.
@@ -326,14 +329,21 @@ func (m *Module) ObjectSize(h, obj uint) (uint, error) {
 
 // GenerateRandom is C_GenerateRandom, from the TPM's generator.
 func (m *Module) GenerateRandom(h uint, b []byte) error {
-	m.mu.Lock()
-	if _, err := m.session(h); err != nil {
-		m.mu.Unlock()
+	t, err := m.sessionTPM(h)
+	if err != nil {
 		return err
 	}
-	t := m.tpm
-	m.mu.Unlock()
 	return t.Random(b)
+}
+
+// sessionTPM checks a session handle and returns the TPM.
+func (m *Module) sessionTPM(h uint) (*tpm.TPM, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, err := m.session(h); err != nil {
+		return nil, err
+	}
+	return m.tpm, nil
 }
 
 // SeedRandom is C_SeedRandom: a TPM's generator takes no seed.

@@ -95,9 +95,7 @@ func (m *Module) opInit(h uint, kind opKind, mech Mechanism, key uint) error {
 // active returns the session and its operation of that kind, with the
 // session locked: the caller unlocks s.mu.
 func (m *Module) active(h uint, kind opKind) (*Session, *signOp, error) {
-	m.mu.Lock()
-	s, err := m.session(h)
-	m.mu.Unlock()
+	s, err := m.lookup(h)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -111,6 +109,13 @@ func (m *Module) active(h uint, kind opKind) (*Session, *signOp, error) {
 		return nil, nil, rvErr(CKR_OPERATION_NOT_INITIALIZED, "%s without %sInit", opNames[kind], opNames[kind])
 	}
 	return s, s.ops[kind], nil
+}
+
+// lookup finds an open session.
+func (m *Module) lookup(h uint) (*Session, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.session(h)
 }
 
 // endOp ends the operation after a failure the caller layer found (bad
@@ -133,6 +138,7 @@ func (m *Module) update(h uint, kind opKind, data []byte) error {
 		return err
 	}
 	defer s.mu.Unlock()
+	panicPoint("C_SignUpdate")
 	op.update = true
 	if err := op.add(data); err != nil {
 		s.ops[kind] = nil
@@ -201,25 +207,10 @@ func (m *Module) signDigest(op *signOp, last []byte) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	m.mu.Lock()
-	if err := m.check(); err != nil {
-		m.mu.Unlock()
+	t, pin, srk, err := m.signAuth(op.key)
+	if err != nil {
 		return nil, err
 	}
-	var pin []byte
-	if op.key.NeedsPIN {
-		switch {
-		case m.loggedIn:
-			pin = bytes.Clone(m.userPIN)
-		case len(m.keyPIN) > 0:
-			pin = bytes.Clone(m.keyPIN)
-		default:
-			m.mu.Unlock()
-			return nil, rvErr(CKR_USER_NOT_LOGGED_IN, "key %q has a PIN: log in first", op.key.Label)
-		}
-	}
-	t, srk := m.tpm, bytes.Clone(m.srkPIN)
-	m.mu.Unlock()
 	defer zero(pin)
 	defer zero(srk)
 	sig, err := t.SignDigest(op.key.File, srk, pin, digest, tpm.SignOpts{Hash: h, PSS: op.p.spec.pss})
@@ -227,6 +218,29 @@ func (m *Module) signDigest(op *signOp, last []byte) ([]byte, error) {
 		return nil, keyErr(op.key, err)
 	}
 	return sig, nil
+}
+
+// signAuth returns the TPM, the PIN for k (nil when it has none) and the
+// SRK PIN.
+func (m *Module) signAuth(k *Key) (*tpm.TPM, []byte, []byte, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err := m.check(); err != nil {
+		return nil, nil, nil, err
+	}
+	panicPoint("C_Sign")
+	var pin []byte
+	if k.NeedsPIN {
+		switch {
+		case m.loggedIn:
+			pin = bytes.Clone(m.userPIN)
+		case len(m.keyPIN) > 0:
+			pin = bytes.Clone(m.keyPIN)
+		default:
+			return nil, nil, nil, rvErr(CKR_USER_NOT_LOGGED_IN, "key %q has a PIN: log in first", k.Label)
+		}
+	}
+	return m.tpm, pin, bytes.Clone(m.srkPIN), nil
 }
 
 // keyErr names the key in a TPM failure for the log.
@@ -331,18 +345,26 @@ var mechOrder = []uint{
 }
 
 func (m *Module) mechanismInfos(slot uint) (map[uint]MechanismInfo, error) {
-	m.mu.Lock()
-	if err := m.checkSlot(slot); err != nil {
-		m.mu.Unlock()
+	t, err := m.slotTPM(slot)
+	if err != nil {
 		return nil, err
 	}
-	t := m.tpm
-	m.mu.Unlock()
 	caps, err := t.Capabilities()
 	if err != nil {
 		return nil, err
 	}
 	return mechanismsOf(caps), nil
+}
+
+// slotTPM checks the slot and returns the TPM.
+func (m *Module) slotTPM(slot uint) (*tpm.TPM, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err := m.checkSlot(slot); err != nil {
+		return nil, err
+	}
+	panicPoint("C_GetMechanismList")
+	return m.tpm, nil
 }
 
 // TPM algorithm IDs (TPM 2.0 Part 2, 6.3) for the capabilities we test.
