@@ -65,6 +65,10 @@ type Module struct {
 	loggedIn bool
 	userPIN  []byte
 
+	// mechs is the mechanism list, worked out once per C_Initialize from
+	// what the TPM supports.
+	mechs map[uint]MechanismInfo
+
 	// Hooks for tests.
 	LoadConfig func() (*config.Config, error)
 	OpenTPM    func(tpm.Spec) *tpm.TPM
@@ -157,6 +161,7 @@ func (m *Module) Initialize(args InitArgs) error {
 	}
 	m.sessions = map[uint]*Session{}
 	m.loggedIn = false
+	m.mechs = nil
 	m.initialized = true
 	log.Debugf("initialized: %d keys, TPM %s", len(m.keys), spec)
 	return nil
@@ -193,6 +198,7 @@ func (m *Module) Finalize() error {
 	zero(m.srkPIN)
 	m.userPIN, m.keyPIN, m.srkPIN = nil, nil, nil
 	m.loggedIn = false
+	m.mechs = nil
 	var tpmErr error
 	if m.tpm != nil {
 		// Unloads what a kept connection (/dev/tpmrm0) holds.

@@ -310,7 +310,7 @@ type MechanismInfo struct {
 }
 
 // MechanismList is C_GetMechanismList: the mechanisms this TPM can do,
-// from what it reports about itself (asked once).
+// from what it reports about itself (asked once per C_Initialize).
 func (m *Module) MechanismList(slot uint) ([]uint, error) {
 	infos, err := m.mechanismInfos(slot)
 	if err != nil {
@@ -344,27 +344,36 @@ var mechOrder = []uint{
 	CKM_ECDSA, CKM_ECDSA_SHA1, CKM_ECDSA_SHA256, CKM_ECDSA_SHA384, CKM_ECDSA_SHA512,
 }
 
+// mechanismInfos returns the mechanisms, working them out at the first
+// call after C_Initialize. The map is shared: read it, never change it.
 func (m *Module) mechanismInfos(slot uint) (map[uint]MechanismInfo, error) {
-	t, err := m.slotTPM(slot)
-	if err != nil {
-		return nil, err
+	t, infos, err := m.mechState(slot)
+	if err != nil || infos != nil {
+		return infos, err
 	}
 	caps, err := t.Capabilities()
 	if err != nil {
 		return nil, err
 	}
-	return mechanismsOf(caps), nil
+	infos = mechanismsOf(caps)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.initialized && m.tpm == t {
+		// Not after a C_Finalize (and C_Initialize) in between.
+		m.mechs = infos
+	}
+	return infos, nil
 }
 
-// slotTPM checks the slot and returns the TPM.
-func (m *Module) slotTPM(slot uint) (*tpm.TPM, error) {
+// mechState returns the TPM and the mechanisms when already known.
+func (m *Module) mechState(slot uint) (*tpm.TPM, map[uint]MechanismInfo, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if err := m.checkSlot(slot); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	panicPoint("C_GetMechanismList")
-	return m.tpm, nil
+	return m.tpm, m.mechs, nil
 }
 
 // TPM algorithm IDs (TPM 2.0 Part 2, 6.3) for the capabilities we test.
