@@ -212,8 +212,25 @@ func (m *Module) Logout(h uint) error {
 	return nil
 }
 
-// visible reports whether the caller may see an object; callers hold m.mu.
+// visible reports whether the caller may see an object; callers hold
+// m.mu. Private objects (the private key of a key with a PIN, when the
+// config gives no key_pin) are not visible while nobody is logged in:
+// searches skip them and their handles are invalid, as PKCS#11 2.40
+// says of C_Logout (5.6: the application's handles to private objects
+// become invalid).
 func (m *Module) visible(o *object) bool { return !o.private() || m.loggedIn }
+
+// hiddenPrivate reports whether h is the handle of a private object that
+// is not visible because nobody is logged in; callers hold m.mu. Only
+// for the log message: the caller still gets an invalid-handle code.
+func (m *Module) hiddenPrivate(h uint) bool {
+	for _, o := range m.objects {
+		if o.handle == h {
+			return !m.visible(o)
+		}
+	}
+	return false
+}
 
 // object finds a visible object; callers hold m.mu.
 func (m *Module) object(h uint) (*object, error) {

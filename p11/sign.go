@@ -80,6 +80,9 @@ func (m *Module) opInit(h uint, kind opKind, mech Mechanism, key uint) error {
 		return rvErr(CKR_OPERATION_ACTIVE, "a %s operation is already active in session %d", opNames[kind], h)
 	}
 	o, err := m.object(key)
+	if err != nil && m.hiddenPrivate(key) {
+		return rvErr(CKR_KEY_HANDLE_INVALID, "object %d is a private key, whose handle is valid only while logged in: C_Login, then find the key again", key)
+	}
 	if err != nil || o.class == CKO_CERTIFICATE || (kind == opSign && o.class != CKO_PRIVATE_KEY) {
 		return rvErr(CKR_KEY_HANDLE_INVALID, "object %d is not a key %s can use", key, opNames[kind])
 	}
@@ -133,12 +136,19 @@ func (m *Module) endOp(h uint, kind opKind, err error) error {
 
 // update is C_SignUpdate and C_VerifyUpdate.
 func (m *Module) update(h uint, kind opKind, data []byte) error {
+	// Read before the session lock (lock order); signDigest checks again
+	// at the end, so a C_Login or C_Logout in between changes nothing.
+	havePIN := m.havePIN()
 	s, op, err := m.active(h, kind)
 	if err != nil {
 		return err
 	}
 	defer s.mu.Unlock()
 	panicPoint("C_SignUpdate")
+	if kind == opSign && op.key.NeedsPIN && !havePIN {
+		s.ops[kind] = nil
+		return rvErr(CKR_USER_NOT_LOGGED_IN, "key %q has a PIN and nobody is logged in (C_Logout during the operation?): C_Login, then start again", op.key.Label)
+	}
 	op.update = true
 	if err := op.add(data); err != nil {
 		s.ops[kind] = nil
@@ -221,7 +231,9 @@ func (m *Module) signDigest(op *signOp, last []byte) ([]byte, error) {
 }
 
 // signAuth returns the TPM, the PIN for k (nil when it has none) and the
-// SRK PIN.
+// SRK PIN. A key with a PIN needs a login (or the config's key_pin) at
+// the moment it signs: after C_Logout an operation started while logged
+// in fails with CKR_USER_NOT_LOGGED_IN.
 func (m *Module) signAuth(k *Key) (*tpm.TPM, []byte, []byte, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -237,10 +249,18 @@ func (m *Module) signAuth(k *Key) (*tpm.TPM, []byte, []byte, error) {
 		case len(m.keyPIN) > 0:
 			pin = bytes.Clone(m.keyPIN)
 		default:
-			return nil, nil, nil, rvErr(CKR_USER_NOT_LOGGED_IN, "key %q has a PIN: log in first", k.Label)
+			return nil, nil, nil, rvErr(CKR_USER_NOT_LOGGED_IN, "key %q has a PIN and nobody is logged in (C_Logout during the operation?): C_Login, then start again", k.Label)
 		}
 	}
 	return m.tpm, pin, bytes.Clone(m.srkPIN), nil
+}
+
+// havePIN reports whether keys with a PIN can sign now: someone is
+// logged in, or the config gives key_pin.
+func (m *Module) havePIN() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.loggedIn || len(m.keyPIN) > 0
 }
 
 // keyErr names the key in a TPM failure for the log.
