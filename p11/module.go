@@ -91,19 +91,28 @@ func (m *Module) Log() *Logger { return m.log.Load() }
 // is logged with its file and line.
 func (m *Module) Initialize(args InitArgs) error {
 	if args.Reserved {
-		return rvErr(CKR_ARGUMENTS_BAD, "C_Initialize: pReserved must be NULL")
+		return rvErr(CKR_ARGUMENTS_BAD, "pReserved must be NULL")
 	}
 	if args.Mutexes != 0 && args.Mutexes != 4 {
-		return rvErr(CKR_ARGUMENTS_BAD, "C_Initialize: give all four mutex callbacks or none")
+		return rvErr(CKR_ARGUMENTS_BAD, "give all four mutex callbacks or none")
+	}
+	// PKCS#11 2.40, 5.4: an application that forbids the library to
+	// create OS threads gets CKR_NEED_TO_CREATE_THREADS from a library
+	// that needs them. The Go runtime starts threads of its own (several
+	// run as soon as the module is loaded) and cannot work without them.
+	if args.Flags&CKF_LIBRARY_CANT_CREATE_OS_THREADS != 0 {
+		return rvErr(CKR_NEED_TO_CREATE_THREADS, "CKF_LIBRARY_CANT_CREATE_OS_THREADS is set, but the module's Go runtime runs its own OS threads; call C_Initialize without that flag")
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.initialized {
 		return rvErr(CKR_CRYPTOKI_ALREADY_INITIALIZED, "C_Initialize called twice")
 	}
-	// Locking: Go's own mutexes are OS-level locks that are safe from any
-	// thread, so they serve whether or not the application offered its
-	// callbacks (CKF_OS_LOCKING_OK or not).
+	// Locking: Go's own mutexes are OS-level locks, safe from any thread,
+	// so the module locks internally in all four cases of PKCS#11 2.40,
+	// 5.4: with or without CKF_OS_LOCKING_OK, with or without the
+	// application's mutex callbacks. The callbacks are not needed for
+	// safety and are not called.
 	cfg, cfgErr := m.LoadConfig()
 	debug := m.Getenv(EnvDebug) != "" || (cfg != nil && cfg.Debug)
 	logFile := ""

@@ -193,6 +193,41 @@ func TestInitialize(t *testing.T) {
 	wantRV(t, "after Finalize", err, CKR_CRYPTOKI_NOT_INITIALIZED)
 }
 
+// TestInitializeArgs pins C_Initialize's answer to each use of
+// CK_C_INITIALIZE_ARGS (PKCS#11 2.40, 5.4). The module locks with Go's
+// own (OS-level) mutexes, so it needs no application callbacks in any of
+// the four locking cases; it cannot promise not to create OS threads.
+func TestInitializeArgs(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		args InitArgs
+		want uint
+	}{
+		{"1: no callbacks, no CKF_OS_LOCKING_OK", InitArgs{}, CKR_OK},
+		{"2: no callbacks, CKF_OS_LOCKING_OK", InitArgs{Flags: CKF_OS_LOCKING_OK}, CKR_OK},
+		{"3: callbacks, no CKF_OS_LOCKING_OK", InitArgs{Mutexes: 4}, CKR_OK},
+		{"4: callbacks and CKF_OS_LOCKING_OK", InitArgs{Flags: CKF_OS_LOCKING_OK, Mutexes: 4}, CKR_OK},
+		{"one callback of four", InitArgs{Mutexes: 1}, CKR_ARGUMENTS_BAD},
+		{"three callbacks of four", InitArgs{Flags: CKF_OS_LOCKING_OK, Mutexes: 3}, CKR_ARGUMENTS_BAD},
+		{"pReserved set", InitArgs{Flags: CKF_OS_LOCKING_OK, Reserved: true}, CKR_ARGUMENTS_BAD},
+		{"CKF_LIBRARY_CANT_CREATE_OS_THREADS", InitArgs{Flags: CKF_LIBRARY_CANT_CREATE_OS_THREADS}, CKR_NEED_TO_CREATE_THREADS},
+		{"CKF_LIBRARY_CANT_CREATE_OS_THREADS with CKF_OS_LOCKING_OK", InitArgs{Flags: CKF_LIBRARY_CANT_CREATE_OS_THREADS | CKF_OS_LOCKING_OK}, CKR_NEED_TO_CREATE_THREADS},
+	} {
+		m := New()
+		m.LoadConfig = func() (*config.Config, error) { return &config.Config{}, nil }
+		m.Getenv = func(string) string { return "" }
+		m.log.Store(NewLogger(io.Discard, false))
+		wantRV(t, tc.name, m.Initialize(tc.args), tc.want)
+		_, err := m.GetInfo()
+		if tc.want != CKR_OK {
+			wantRV(t, tc.name+": then C_GetInfo", err, CKR_CRYPTOKI_NOT_INITIALIZED)
+			continue
+		}
+		wantRV(t, tc.name+": then C_GetInfo", err, CKR_OK)
+		wantRV(t, tc.name+": then C_Finalize", m.Finalize(), CKR_OK)
+	}
+}
+
 func TestBrokenConfigKeepsGoodKeys(t *testing.T) {
 	m := newModule(t, "key rsa.key\nkey missing.key\nbogus line\nkey ec.key label=laptop\n")
 	m.mu.Lock()
