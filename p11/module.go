@@ -16,6 +16,7 @@ import (
 	"io/fs"
 	"os"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -314,6 +315,12 @@ const maxPIN = 32
 // GetTokenInfo is C_GetTokenInfo. Its first call asks the TPM who it is
 // (cached); later calls only read the lockout counters when a key has a
 // PIN, so the flags follow the TPM.
+//
+// The serial number is a hash of the name of a storage parent, which
+// stays the same for as long as the TPM keeps its owner seed. The parent
+// is the one with the lowest handle among the configured keys (the owner
+// hierarchy's storage primary whenever a key uses it, as stpm-keygen's
+// keys do), so the order of the keys in the config does not change it.
 func (m *Module) GetTokenInfo(slot uint) (TokenInfo, error) {
 	snap, err := m.tokenSnapshot(slot)
 	if err != nil {
@@ -376,7 +383,9 @@ func (m *Module) tokenSnapshot(slot uint) (tokenSnapshot, error) {
 			snap.ti.RWSessions++
 		}
 	}
+	parents := make([]uint32, 0, len(m.keys))
 	for _, k := range m.keys {
+		parents = append(parents, k.File.Parent)
 		if k.NeedsPIN {
 			snap.needPIN = true
 			snap.ti.Flags |= CKF_USER_PIN_INITIALIZED
@@ -385,6 +394,6 @@ func (m *Module) tokenSnapshot(slot uint) (tokenSnapshot, error) {
 			snap.ti.Flags |= CKF_LOGIN_REQUIRED
 		}
 	}
-	snap.parent = m.keys[0].File.Parent
+	snap.parent = slices.Min(parents)
 	return snap, nil
 }
