@@ -60,23 +60,18 @@ func bad(fn, format string, args ...any) C.CK_RV {
 	return ret(fn, &p11.Error{RV: p11.CKR_ARGUMENTS_BAD, Msg: fmt.Sprintf(format, args...)})
 }
 
-// pad copies s into a fixed-size CK_CHAR field, space-padded as PKCS#11
-// requires (no NUL terminator).
+// pad copies s into a fixed-size CK_UTF8CHAR field, space-padded as
+// PKCS#11 requires (no NUL terminator; see p11.Pad).
 func pad(dst []C.CK_UTF8CHAR, s string) {
-	for i := range dst {
-		dst[i] = ' '
-	}
-	for i := 0; i < len(s) && i < len(dst); i++ {
-		dst[i] = C.CK_UTF8CHAR(s[i])
+	for i, b := range p11.Pad(s, len(dst)) {
+		dst[i] = C.CK_UTF8CHAR(b)
 	}
 }
 
+// padChar is pad for CK_CHAR fields.
 func padChar(dst []C.CK_CHAR, s string) {
-	for i := range dst {
-		dst[i] = ' '
-	}
-	for i := 0; i < len(s) && i < len(dst); i++ {
-		dst[i] = C.CK_CHAR(s[i])
+	for i, b := range p11.Pad(s, len(dst)) {
+		dst[i] = C.CK_CHAR(b)
 	}
 }
 

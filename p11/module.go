@@ -19,6 +19,8 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/simple-tpm-pk11/simple-tpm-pk11/config"
 	"github.com/simple-tpm-pk11/simple-tpm-pk11/tpm"
@@ -306,6 +308,27 @@ type TokenInfo struct {
 	Sessions, RWSessions               uint
 	MinPIN, MaxPIN                     uint
 	Firmware                           [2]byte
+}
+
+// Pad gives s as a fixed-size character field of n bytes, as CK_INFO,
+// CK_SLOT_INFO and CK_TOKEN_INFO hold them: padded with spaces and never
+// NUL-terminated (PKCS#11 2.40, 3.1-3.2). A longer s is cut at a UTF-8
+// character boundary; control characters, NUL among them, and bytes that
+// are not UTF-8 become spaces, so the field has no NUL for a C caller to
+// stop at.
+func Pad(s string, n int) []byte {
+	out := bytes.Repeat([]byte{' '}, n)
+	for i := 0; i < len(s); {
+		r, w := utf8.DecodeRuneInString(s[i:])
+		if i+w > n {
+			break
+		}
+		if r != utf8.RuneError && !unicode.IsControl(r) {
+			copy(out[i:], s[i:i+w])
+		}
+		i += w
+	}
+	return out
 }
 
 // maxPIN is the longest auth value a TPM takes for a SHA-256 named key

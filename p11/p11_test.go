@@ -303,6 +303,18 @@ func TestTokenInfo(t *testing.T) {
 	if ti.Label != "My Token" || ti.Flags&CKF_LOGIN_REQUIRED == 0 || ti.Flags&CKF_USER_PIN_INITIALIZED == 0 {
 		t.Errorf("PIN key: label %q flags %#x, want login required", ti.Label, ti.Flags)
 	}
+	// The CK_CHAR fields as the export layer fills them: space-padded,
+	// no NUL, the value in front.
+	for _, f := range []struct {
+		name, value string
+		size        int
+	}{{"label", ti.Label, 32}, {"manufacturerID", ti.Manufacturer, 32}, {"model", ti.Model, 16}, {"serialNumber", ti.Serial, 16}} {
+		b := Pad(f.value, f.size)
+		if len(b) != f.size || bytes.IndexByte(b, 0) >= 0 || !bytes.HasPrefix(b, []byte(f.value)) ||
+			strings.Trim(string(b[len(f.value):]), " ") != "" {
+			t.Errorf("token info %s %q as a field: %q", f.name, f.value, b)
+		}
+	}
 	km := newModule(t, "key pin.key\nkey_pin "+testPIN+"\n")
 	ti, err = km.GetTokenInfo(SlotID)
 	if err != nil {
@@ -429,6 +441,61 @@ func TestObjects(t *testing.T) {
 		t.Errorf("ObjectSize = %d, %v", size, err)
 	}
 
+	pubs := find(t, m, h, Attribute{CKA_CLASS, ulong(CKO_PUBLIC_KEY)})
+	if len(pubs) != 4 {
+		t.Fatalf("found %d public keys, want 4", len(pubs))
+	}
+	for _, o := range pubs {
+		if got := attr(t, m, h, o, CKA_VERIFY); !bytes.Equal(got, []byte{1}) {
+			t.Errorf("public key %d: CKA_VERIFY %x, want true", o, got)
+		}
+	}
+	// The RSA numbers, on both key objects, against the key file's public
+	// key read independently.
+	kf, err := keyfile.Load(filepath.Join(makeKeys(t), "rsa.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	filePub, err := tpm.PublicKey(kf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rsaPub := filePub.(*rsa.PublicKey)
+	for _, class := range []uint{CKO_PUBLIC_KEY, CKO_PRIVATE_KEY} {
+		o := find(t, m, h, Attribute{CKA_LABEL, []byte("rsa")}, Attribute{CKA_CLASS, ulong(class)})
+		if len(o) != 1 {
+			t.Fatalf("rsa key object of class %d: %v", class, o)
+		}
+		if got := attr(t, m, h, o[0], CKA_MODULUS); !bytes.Equal(got, rsaPub.N.Bytes()) {
+			t.Errorf("class %d: CKA_MODULUS differs from the key file's", class)
+		}
+		if got := attr(t, m, h, o[0], CKA_PUBLIC_EXPONENT); new(big.Int).SetBytes(got).Int64() != int64(rsaPub.E) || got[0] == 0 {
+			t.Errorf("class %d: CKA_PUBLIC_EXPONENT %x, want %d as a minimal big-endian integer", class, got, rsaPub.E)
+		}
+	}
+}
+
+// TestPad: fixed-size character fields are space-padded, never hold a
+// NUL, and are cut only between UTF-8 characters.
+func TestPad(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		n    int
+		want string
+	}{
+		{"", 4, "    "},
+		{"abc", 5, "abc  "},
+		{"abcde", 5, "abcde"},
+		{"abcdef", 5, "abcde"},
+		{"aé", 2, "a "},
+		{"aé", 3, "aé"},
+		{"a\x00b\n", 5, "a b  "},
+		{"a\xffb", 4, "a b "},
+	} {
+		if got := string(Pad(tc.in, tc.n)); got != tc.want {
+			t.Errorf("Pad(%q, %d) = %q, want %q", tc.in, tc.n, got, tc.want)
+		}
+	}
 }
 
 func TestLogin(t *testing.T) {
