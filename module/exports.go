@@ -5,7 +5,6 @@ import "C"
 
 import (
 	"fmt"
-	"runtime/debug"
 	"unsafe"
 
 	"github.com/simple-tpm-pk11/simple-tpm-pk11/p11"
@@ -23,12 +22,12 @@ const (
 	maxPINLen     = 1 << 10
 )
 
-// guard turns a Go panic into CKR_GENERAL_ERROR and one log line: a panic
-// must never unwind into the C caller.
+// guard turns a Go panic into CKR_GENERAL_ERROR and one log line (see
+// p11.Module.Panicked): a panic must never unwind into the C caller.
+// recover only works in the deferred function itself, so it stays here.
 func guard(fn string, rv *C.CK_RV) {
 	if r := recover(); r != nil {
-		mod.Log().Errorf("%s: internal error: %v; please report it with this log: %s", fn, r, debug.Stack())
-		*rv = C.CKR_GENERAL_ERROR
+		*rv = C.CK_RV(mod.Panicked(fn, r))
 	}
 }
 
@@ -61,23 +60,18 @@ func bad(fn, format string, args ...any) C.CK_RV {
 	return ret(fn, &p11.Error{RV: p11.CKR_ARGUMENTS_BAD, Msg: fmt.Sprintf(format, args...)})
 }
 
-// pad copies s into a fixed-size CK_CHAR field, space-padded as PKCS#11
-// requires (no NUL terminator).
+// pad copies s into a fixed-size CK_UTF8CHAR field, space-padded as
+// PKCS#11 requires (no NUL terminator; see p11.Pad).
 func pad(dst []C.CK_UTF8CHAR, s string) {
-	for i := range dst {
-		dst[i] = ' '
-	}
-	for i := 0; i < len(s) && i < len(dst); i++ {
-		dst[i] = C.CK_UTF8CHAR(s[i])
+	for i, b := range p11.Pad(s, len(dst)) {
+		dst[i] = C.CK_UTF8CHAR(b)
 	}
 }
 
+// padChar is pad for CK_CHAR fields.
 func padChar(dst []C.CK_CHAR, s string) {
-	for i := range dst {
-		dst[i] = ' '
-	}
-	for i := 0; i < len(s) && i < len(dst); i++ {
-		dst[i] = C.CK_CHAR(s[i])
+	for i, b := range p11.Pad(s, len(dst)) {
+		dst[i] = C.CK_CHAR(b)
 	}
 }
 
@@ -591,10 +585,16 @@ func goGenerateRandom(h C.CK_SESSION_HANDLE, p C.CK_BYTE_PTR, n C.CK_ULONG) (rv 
 	return ret("C_GenerateRandom", nil)
 }
 
-//export goLegacyParallel
-func goLegacyParallel(h C.CK_SESSION_HANDLE) (rv C.CK_RV) {
+//export goGetFunctionStatus
+func goGetFunctionStatus(h C.CK_SESSION_HANDLE) (rv C.CK_RV) {
 	defer guard("C_GetFunctionStatus", &rv)
 	return ret("C_GetFunctionStatus", mod.LegacyParallel(uint(h)))
+}
+
+//export goCancelFunction
+func goCancelFunction(h C.CK_SESSION_HANDLE) (rv C.CK_RV) {
+	defer guard("C_CancelFunction", &rv)
+	return ret("C_CancelFunction", mod.LegacyParallel(uint(h)))
 }
 
 //export goWaitForSlotEvent

@@ -106,8 +106,8 @@ CK_RV C_UnwrapKey(CK_SESSION_HANDLE h, CK_MECHANISM_PTR m, CK_OBJECT_HANDLE u, C
 CK_RV C_DeriveKey(CK_SESSION_HANDLE h, CK_MECHANISM_PTR m, CK_OBJECT_HANDLE b, CK_ATTRIBUTE_PTR t, CK_ULONG n, CK_OBJECT_HANDLE_PTR k) { (void)h; (void)m; (void)b; (void)t; (void)n; (void)k; NOTSUP("C_DeriveKey"); }
 CK_RV C_SeedRandom(CK_SESSION_HANDLE h, CK_BYTE_PTR s, CK_ULONG n) { GO(goSeedRandom(h, s, n)); }
 CK_RV C_GenerateRandom(CK_SESSION_HANDLE h, CK_BYTE_PTR r, CK_ULONG n) { GO(goGenerateRandom(h, r, n)); }
-CK_RV C_GetFunctionStatus(CK_SESSION_HANDLE h) { GO(goLegacyParallel(h)); }
-CK_RV C_CancelFunction(CK_SESSION_HANDLE h) { GO(goLegacyParallel(h)); }
+CK_RV C_GetFunctionStatus(CK_SESSION_HANDLE h) { GO(goGetFunctionStatus(h)); }
+CK_RV C_CancelFunction(CK_SESSION_HANDLE h) { GO(goCancelFunction(h)); }
 CK_RV C_WaitForSlotEvent(CK_FLAGS f, CK_SLOT_ID_PTR s, CK_VOID_PTR r) { GO(goWaitForSlotEvent(f, s, r)); }
 
 static CK_FUNCTION_LIST function_list = {

@@ -24,8 +24,16 @@ func rvErr(rv uint, format string, args ...any) *Error {
 }
 
 // RV maps any error to the CK_RV a caller should see. TPM failures keep
-// their meaning: a missing or unreachable TPM is a device error, never an
-// incorrect PIN.
+// their meaning:
+//
+//   - no TPM, no permission, TPM unreachable or busy, a TPM failure:
+//     CKR_DEVICE_ERROR. This is checked first, so an error that also
+//     carries a PIN failure (joined errors) is still a device error: a
+//     TPM that cannot be reached never reads as an incorrect PIN;
+//   - wrong PIN: CKR_PIN_INCORRECT; TPM locked out: CKR_PIN_LOCKED;
+//   - a key the TPM cannot use (made by another TPM, parent missing,
+//     unusable key file, unsupported algorithm): CKR_FUNCTION_FAILED;
+//   - an *Error: its own code; anything else: CKR_GENERAL_ERROR.
 func RV(err error) uint {
 	if err == nil {
 		return CKR_OK
@@ -35,13 +43,13 @@ func RV(err error) uint {
 		return e.RV
 	}
 	switch {
+	case errors.Is(err, tpm.ErrNoTPM), errors.Is(err, tpm.ErrPermission),
+		errors.Is(err, tpm.ErrUnreachable), errors.Is(err, tpm.ErrBusy), errors.Is(err, tpm.ErrTPM):
+		return CKR_DEVICE_ERROR
 	case errors.Is(err, tpm.ErrWrongPIN):
 		return CKR_PIN_INCORRECT
 	case errors.Is(err, tpm.ErrLockedOut):
 		return CKR_PIN_LOCKED
-	case errors.Is(err, tpm.ErrNoTPM), errors.Is(err, tpm.ErrPermission),
-		errors.Is(err, tpm.ErrUnreachable), errors.Is(err, tpm.ErrBusy), errors.Is(err, tpm.ErrTPM):
-		return CKR_DEVICE_ERROR
 	case errors.Is(err, tpm.ErrWrongTPM), errors.Is(err, tpm.ErrBadKey), errors.Is(err, tpm.ErrNoParent),
 		errors.Is(err, tpm.ErrUnsupported):
 		return CKR_FUNCTION_FAILED
@@ -88,4 +96,6 @@ var rvNames = map[uint]string{
 	CKR_USER_TYPE_INVALID: "CKR_USER_TYPE_INVALID", CKR_RANDOM_SEED_NOT_SUPPORTED: "CKR_RANDOM_SEED_NOT_SUPPORTED",
 	CKR_BUFFER_TOO_SMALL: "CKR_BUFFER_TOO_SMALL", CKR_CRYPTOKI_NOT_INITIALIZED: "CKR_CRYPTOKI_NOT_INITIALIZED",
 	CKR_CRYPTOKI_ALREADY_INITIALIZED: "CKR_CRYPTOKI_ALREADY_INITIALIZED",
+	CKR_NEED_TO_CREATE_THREADS:       "CKR_NEED_TO_CREATE_THREADS", CKR_SESSION_CLOSED: "CKR_SESSION_CLOSED",
+	CKR_FUNCTION_NOT_PARALLEL: "CKR_FUNCTION_NOT_PARALLEL",
 }

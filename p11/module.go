@@ -16,7 +16,11 @@ import (
 	"io/fs"
 	"os"
 	"runtime"
+	"slices"
 	"sync"
+	"sync/atomic"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/simple-tpm-pk11/simple-tpm-pk11/config"
 	"github.com/simple-tpm-pk11/simple-tpm-pk11/tpm"
@@ -45,9 +49,12 @@ type InitArgs struct {
 
 // Module is the state of one loaded module.
 type Module struct {
+	// log is read without mu: a call that panics may have held mu, and
+	// the panic is still logged (see Panicked).
+	log atomic.Pointer[Logger]
+
 	mu          sync.Mutex
 	initialized bool
-	log         *Logger
 
 	label   string
 	keys    []*Key
@@ -61,6 +68,10 @@ type Module struct {
 	loggedIn bool
 	userPIN  []byte
 
+	// mechs is the mechanism list, worked out once per C_Initialize from
+	// what the TPM supports.
+	mechs map[uint]MechanismInfo
+
 	// Hooks for tests.
 	LoadConfig func() (*config.Config, error)
 	OpenTPM    func(tpm.Spec) *tpm.TPM
@@ -69,51 +80,60 @@ type Module struct {
 
 // New returns an uninitialized module.
 func New() *Module {
-	return &Module{LoadConfig: config.LoadDefault, OpenTPM: tpm.Open, Getenv: os.Getenv, log: NewLogger(os.Stderr, false)}
+	m := &Module{LoadConfig: config.LoadDefault, OpenTPM: tpm.Open, Getenv: os.Getenv}
+	m.log.Store(NewLogger(os.Stderr, false))
+	return m
 }
 
-// Log returns the module's logger (nil before C_Initialize).
-func (m *Module) Log() *Logger {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.log
-}
+// Log returns the module's logger: stderr until C_Initialize opens the
+// configured one. It takes no lock.
+func (m *Module) Log() *Logger { return m.log.Load() }
 
 // Initialize is C_Initialize. It reads the config and key files once;
 // a broken config never fails it: bad keys are left out and each problem
 // is logged with its file and line.
 func (m *Module) Initialize(args InitArgs) error {
 	if args.Reserved {
-		return rvErr(CKR_ARGUMENTS_BAD, "C_Initialize: pReserved must be NULL")
+		return rvErr(CKR_ARGUMENTS_BAD, "pReserved must be NULL")
 	}
 	if args.Mutexes != 0 && args.Mutexes != 4 {
-		return rvErr(CKR_ARGUMENTS_BAD, "C_Initialize: give all four mutex callbacks or none")
+		return rvErr(CKR_ARGUMENTS_BAD, "give all four mutex callbacks or none")
+	}
+	// PKCS#11 2.40, 5.4: an application that forbids the library to
+	// create OS threads gets CKR_NEED_TO_CREATE_THREADS from a library
+	// that needs them. The Go runtime starts threads of its own (several
+	// run as soon as the module is loaded) and cannot work without them.
+	if args.Flags&CKF_LIBRARY_CANT_CREATE_OS_THREADS != 0 {
+		return rvErr(CKR_NEED_TO_CREATE_THREADS, "CKF_LIBRARY_CANT_CREATE_OS_THREADS is set, but the module's Go runtime runs its own OS threads; call C_Initialize without that flag")
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.initialized {
 		return rvErr(CKR_CRYPTOKI_ALREADY_INITIALIZED, "C_Initialize called twice")
 	}
-	// Locking: Go's own mutexes are OS-level locks that are safe from any
-	// thread, so they serve whether or not the application offered its
-	// callbacks (CKF_OS_LOCKING_OK or not).
+	// Locking: Go's own mutexes are OS-level locks, safe from any thread,
+	// so the module locks internally in all four cases of PKCS#11 2.40,
+	// 5.4: with or without CKF_OS_LOCKING_OK, with or without the
+	// application's mutex callbacks. The callbacks are not needed for
+	// safety and are not called.
 	cfg, cfgErr := m.LoadConfig()
 	debug := m.Getenv(EnvDebug) != "" || (cfg != nil && cfg.Debug)
 	logFile := ""
 	if cfg != nil {
 		logFile = cfg.Log
 	}
-	m.log = openLog(logFile, m.Getenv(EnvLogStderr) != "", debug)
+	log := openLog(logFile, m.Getenv(EnvLogStderr) != "", debug)
+	m.log.Store(log)
 	if cfgErr != nil {
-		m.log.Errorf("config: %v; the token has no keys (fix the file or %s)", cfgErr, config.EnvConfig)
+		log.Errorf("config: %v; the token has no keys (fix the file or %s)", cfgErr, config.EnvConfig)
 		cfg = &config.Config{}
 	}
 	defer cfg.Zero()
 	for _, p := range cfg.Problems {
-		m.log.Errorf("config %s", p)
+		log.Errorf("config %s", p)
 	}
 	if w, ok := cfg.InsecurePINs(); ok {
-		m.log.Warnf("%s", w)
+		log.Warnf("%s", w)
 	}
 	m.label = cfg.Label
 	if m.label == "" {
@@ -121,7 +141,7 @@ func (m *Module) Initialize(args InitArgs) error {
 	}
 	spec, err := tpm.ResolveSpec("", cfg.TPM)
 	if err != nil {
-		m.log.Errorf("%v; using %s", err, tpm.DefaultSpec())
+		log.Errorf("%v; using %s", err, tpm.DefaultSpec())
 		spec = tpm.DefaultSpec()
 	}
 	m.tpm = m.OpenTPM(spec)
@@ -140,11 +160,11 @@ func (m *Module) Initialize(args InitArgs) error {
 				// No config file and no default key: the module is
 				// installed but not set up; stay quiet for every
 				// program p11-kit loads it into.
-				m.log.Debugf("no key at %q (make one with stpm-keygen)", ck.Path)
+				log.Debugf("no key at %q (make one with stpm-keygen)", ck.Path)
 			case ck.Line == 0:
-				m.log.Errorf("default key: %v", err)
+				log.Errorf("default key: %v", err)
 			default:
-				m.log.Errorf("config %s:%d: key left out: %v", cfg.File, ck.Line, err)
+				log.Errorf("config %s:%d: key left out: %v", cfg.File, ck.Line, err)
 			}
 			continue
 		}
@@ -153,8 +173,9 @@ func (m *Module) Initialize(args InitArgs) error {
 	}
 	m.sessions = map[uint]*Session{}
 	m.loggedIn = false
+	m.mechs = nil
 	m.initialized = true
-	m.log.Debugf("initialized: %d keys, TPM %s", len(m.keys), spec)
+	log.Debugf("initialized: %d keys, TPM %s", len(m.keys), spec)
 	return nil
 }
 
@@ -179,9 +200,9 @@ func (m *Module) Finalize() error {
 		return rvErr(CKR_CRYPTOKI_NOT_INITIALIZED, "C_Finalize before C_Initialize")
 	}
 	m.initialized = false
-	m.log.Debugf("finalize: %d goroutines", runtime.NumGoroutine())
+	m.Log().Debugf("finalize: %d goroutines", runtime.NumGoroutine())
 	for _, s := range m.sessions {
-		s.closed = true
+		s.close()
 	}
 	m.sessions = nil
 	zero(m.userPIN)
@@ -189,14 +210,14 @@ func (m *Module) Finalize() error {
 	zero(m.srkPIN)
 	m.userPIN, m.keyPIN, m.srkPIN = nil, nil, nil
 	m.loggedIn = false
+	m.mechs = nil
 	var tpmErr error
 	if m.tpm != nil {
 		// Unloads what a kept connection (/dev/tpmrm0) holds.
 		tpmErr = m.tpm.Close()
 		m.tpm = nil
 	}
-	logErr := m.log.Close()
-	m.log = NewLogger(os.Stderr, false)
+	logErr := m.log.Swap(NewLogger(os.Stderr, false)).Close()
 	switch {
 	case logErr != nil:
 		return rvErr(CKR_GENERAL_ERROR, "closing the log file: %v", logErr)
@@ -289,6 +310,27 @@ type TokenInfo struct {
 	Firmware                           [2]byte
 }
 
+// Pad gives s as a fixed-size character field of n bytes, as CK_INFO,
+// CK_SLOT_INFO and CK_TOKEN_INFO hold them: padded with spaces and never
+// NUL-terminated (PKCS#11 2.40, 3.1-3.2). A longer s is cut at a UTF-8
+// character boundary; control characters, NUL among them, and bytes that
+// are not UTF-8 become spaces, so the field has no NUL for a C caller to
+// stop at.
+func Pad(s string, n int) []byte {
+	out := bytes.Repeat([]byte{' '}, n)
+	for i := 0; i < len(s); {
+		r, w := utf8.DecodeRuneInString(s[i:])
+		if i+w > n {
+			break
+		}
+		if r != utf8.RuneError && !unicode.IsControl(r) {
+			copy(out[i:], s[i:i+w])
+		}
+		i += w
+	}
+	return out
+}
+
 // maxPIN is the longest auth value a TPM takes for a SHA-256 named key
 // (TPM2B_AUTH is at most the name algorithm's digest size).
 const maxPIN = 32
@@ -296,38 +338,18 @@ const maxPIN = 32
 // GetTokenInfo is C_GetTokenInfo. Its first call asks the TPM who it is
 // (cached); later calls only read the lockout counters when a key has a
 // PIN, so the flags follow the TPM.
+//
+// The serial number is a hash of the name of a storage parent, which
+// stays the same for as long as the TPM keeps its owner seed. The parent
+// is the one with the lowest handle among the configured keys (the owner
+// hierarchy's storage primary whenever a key uses it, as stpm-keygen's
+// keys do), so the order of the keys in the config does not change it.
 func (m *Module) GetTokenInfo(slot uint) (TokenInfo, error) {
-	m.mu.Lock()
-	if err := m.checkSlot(slot); err != nil {
-		m.mu.Unlock()
+	snap, err := m.tokenSnapshot(slot)
+	if err != nil {
 		return TokenInfo{}, err
 	}
-	if len(m.keys) == 0 {
-		m.mu.Unlock()
-		return TokenInfo{}, rvErr(CKR_TOKEN_NOT_PRESENT, "no usable key configured (make one with stpm-keygen and name it in %s)", "~/.simple-tpm-pk11/config")
-	}
-	ti := TokenInfo{Label: m.label, Model: "TPM 2.0", MinPIN: 1, MaxPIN: maxPIN,
-		Flags: CKF_TOKEN_INITIALIZED | CKF_RNG}
-	var rw uint
-	for _, s := range m.sessions {
-		ti.Sessions++
-		if s.rw {
-			rw++
-		}
-	}
-	ti.RWSessions = rw
-	needPIN := false
-	for _, k := range m.keys {
-		if k.NeedsPIN {
-			needPIN = true
-			ti.Flags |= CKF_USER_PIN_INITIALIZED
-		}
-		if k.NeedsLogin {
-			ti.Flags |= CKF_LOGIN_REQUIRED
-		}
-	}
-	parent, t, srk := m.keys[0].File.Parent, m.tpm, bytes.Clone(m.srkPIN)
-	m.mu.Unlock()
+	ti, parent, t, srk := snap.ti, snap.parent, snap.tpm, snap.srk
 	defer zero(srk)
 
 	id, err := t.Identity(parent, srk)
@@ -338,7 +360,7 @@ func (m *Module) GetTokenInfo(slot uint) (TokenInfo, error) {
 	ti.Firmware = [2]byte{byte(id.Firmware >> 48), byte(id.Firmware >> 32)}
 	sum := sha256.Sum256(id.ParentName)
 	ti.Serial = hex.EncodeToString(sum[:8])
-	if needPIN {
+	if snap.needPIN {
 		l, err := t.LockoutState()
 		if err != nil {
 			return TokenInfo{}, err
@@ -353,4 +375,48 @@ func (m *Module) GetTokenInfo(slot uint) (TokenInfo, error) {
 		}
 	}
 	return ti, nil
+}
+
+// tokenSnapshot is what C_GetTokenInfo reads under the module lock
+// before it asks the TPM.
+type tokenSnapshot struct {
+	ti      TokenInfo
+	needPIN bool
+	parent  uint32
+	tpm     *tpm.TPM
+	srk     []byte
+}
+
+func (m *Module) tokenSnapshot(slot uint) (tokenSnapshot, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err := m.checkSlot(slot); err != nil {
+		return tokenSnapshot{}, err
+	}
+	if len(m.keys) == 0 {
+		return tokenSnapshot{}, rvErr(CKR_TOKEN_NOT_PRESENT, "no usable key configured (make one with stpm-keygen and name it in %s)", "~/.simple-tpm-pk11/config")
+	}
+	panicPoint("C_GetTokenInfo")
+	snap := tokenSnapshot{tpm: m.tpm, srk: bytes.Clone(m.srkPIN)}
+	snap.ti = TokenInfo{Label: m.label, Model: "TPM 2.0", MinPIN: 1, MaxPIN: maxPIN,
+		Flags: CKF_TOKEN_INITIALIZED | CKF_RNG}
+	for _, s := range m.sessions {
+		snap.ti.Sessions++
+		if s.rw {
+			snap.ti.RWSessions++
+		}
+	}
+	parents := make([]uint32, 0, len(m.keys))
+	for _, k := range m.keys {
+		parents = append(parents, k.File.Parent)
+		if k.NeedsPIN {
+			snap.needPIN = true
+			snap.ti.Flags |= CKF_USER_PIN_INITIALIZED
+		}
+		if k.NeedsLogin {
+			snap.ti.Flags |= CKF_LOGIN_REQUIRED
+		}
+	}
+	snap.parent = slices.Min(parents)
+	return snap, nil
 }

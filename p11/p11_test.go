@@ -139,9 +139,15 @@ func newModule(t testing.TB, text string) *Module {
 	if err := m.Initialize(InitArgs{Flags: CKF_OS_LOCKING_OK}); err != nil {
 		t.Fatal(err)
 	}
-	m.log = NewLogger(io.Discard, true) // debug on: every path that logs runs
+	m.log.Store(NewLogger(io.Discard, true)) // debug on: every path that logs runs
 	t.Cleanup(func() {
-		if m.initialized {
+		if !m.mu.TryLock() {
+			t.Error("the module lock is still held at the end of the test")
+			return
+		}
+		initialized := m.initialized
+		m.mu.Unlock()
+		if initialized {
 			if err := m.Finalize(); err != nil {
 				t.Error(err)
 			}
@@ -185,6 +191,41 @@ func TestInitialize(t *testing.T) {
 	wantRV(t, "Finalize", m.Finalize(), CKR_OK)
 	_, err = m.SlotList(false)
 	wantRV(t, "after Finalize", err, CKR_CRYPTOKI_NOT_INITIALIZED)
+}
+
+// TestInitializeArgs pins C_Initialize's answer to each use of
+// CK_C_INITIALIZE_ARGS (PKCS#11 2.40, 5.4). The module locks with Go's
+// own (OS-level) mutexes, so it needs no application callbacks in any of
+// the four locking cases; it cannot promise not to create OS threads.
+func TestInitializeArgs(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		args InitArgs
+		want uint
+	}{
+		{"1: no callbacks, no CKF_OS_LOCKING_OK", InitArgs{}, CKR_OK},
+		{"2: no callbacks, CKF_OS_LOCKING_OK", InitArgs{Flags: CKF_OS_LOCKING_OK}, CKR_OK},
+		{"3: callbacks, no CKF_OS_LOCKING_OK", InitArgs{Mutexes: 4}, CKR_OK},
+		{"4: callbacks and CKF_OS_LOCKING_OK", InitArgs{Flags: CKF_OS_LOCKING_OK, Mutexes: 4}, CKR_OK},
+		{"one callback of four", InitArgs{Mutexes: 1}, CKR_ARGUMENTS_BAD},
+		{"three callbacks of four", InitArgs{Flags: CKF_OS_LOCKING_OK, Mutexes: 3}, CKR_ARGUMENTS_BAD},
+		{"pReserved set", InitArgs{Flags: CKF_OS_LOCKING_OK, Reserved: true}, CKR_ARGUMENTS_BAD},
+		{"CKF_LIBRARY_CANT_CREATE_OS_THREADS", InitArgs{Flags: CKF_LIBRARY_CANT_CREATE_OS_THREADS}, CKR_NEED_TO_CREATE_THREADS},
+		{"CKF_LIBRARY_CANT_CREATE_OS_THREADS with CKF_OS_LOCKING_OK", InitArgs{Flags: CKF_LIBRARY_CANT_CREATE_OS_THREADS | CKF_OS_LOCKING_OK}, CKR_NEED_TO_CREATE_THREADS},
+	} {
+		m := New()
+		m.LoadConfig = func() (*config.Config, error) { return &config.Config{}, nil }
+		m.Getenv = func(string) string { return "" }
+		m.log.Store(NewLogger(io.Discard, false))
+		wantRV(t, tc.name, m.Initialize(tc.args), tc.want)
+		_, err := m.GetInfo()
+		if tc.want != CKR_OK {
+			wantRV(t, tc.name+": then C_GetInfo", err, CKR_CRYPTOKI_NOT_INITIALIZED)
+			continue
+		}
+		wantRV(t, tc.name+": then C_GetInfo", err, CKR_OK)
+		wantRV(t, tc.name+": then C_Finalize", m.Finalize(), CKR_OK)
+	}
 }
 
 func TestBrokenConfigKeepsGoodKeys(t *testing.T) {
@@ -261,6 +302,18 @@ func TestTokenInfo(t *testing.T) {
 	}
 	if ti.Label != "My Token" || ti.Flags&CKF_LOGIN_REQUIRED == 0 || ti.Flags&CKF_USER_PIN_INITIALIZED == 0 {
 		t.Errorf("PIN key: label %q flags %#x, want login required", ti.Label, ti.Flags)
+	}
+	// The CK_CHAR fields as the export layer fills them: space-padded,
+	// no NUL, the value in front.
+	for _, f := range []struct {
+		name, value string
+		size        int
+	}{{"label", ti.Label, 32}, {"manufacturerID", ti.Manufacturer, 32}, {"model", ti.Model, 16}, {"serialNumber", ti.Serial, 16}} {
+		b := Pad(f.value, f.size)
+		if len(b) != f.size || bytes.IndexByte(b, 0) >= 0 || !bytes.HasPrefix(b, []byte(f.value)) ||
+			strings.Trim(string(b[len(f.value):]), " ") != "" {
+			t.Errorf("token info %s %q as a field: %q", f.name, f.value, b)
+		}
 	}
 	km := newModule(t, "key pin.key\nkey_pin "+testPIN+"\n")
 	ti, err = km.GetTokenInfo(SlotID)
@@ -386,6 +439,62 @@ func TestObjects(t *testing.T) {
 	}
 	if size, err := m.ObjectSize(h, ecPub[0]); err != nil || size == 0 {
 		t.Errorf("ObjectSize = %d, %v", size, err)
+	}
+
+	pubs := find(t, m, h, Attribute{CKA_CLASS, ulong(CKO_PUBLIC_KEY)})
+	if len(pubs) != 4 {
+		t.Fatalf("found %d public keys, want 4", len(pubs))
+	}
+	for _, o := range pubs {
+		if got := attr(t, m, h, o, CKA_VERIFY); !bytes.Equal(got, []byte{1}) {
+			t.Errorf("public key %d: CKA_VERIFY %x, want true", o, got)
+		}
+	}
+	// The RSA numbers, on both key objects, against the key file's public
+	// key read independently.
+	kf, err := keyfile.Load(filepath.Join(makeKeys(t), "rsa.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	filePub, err := tpm.PublicKey(kf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rsaPub := filePub.(*rsa.PublicKey)
+	for _, class := range []uint{CKO_PUBLIC_KEY, CKO_PRIVATE_KEY} {
+		o := find(t, m, h, Attribute{CKA_LABEL, []byte("rsa")}, Attribute{CKA_CLASS, ulong(class)})
+		if len(o) != 1 {
+			t.Fatalf("rsa key object of class %d: %v", class, o)
+		}
+		if got := attr(t, m, h, o[0], CKA_MODULUS); !bytes.Equal(got, rsaPub.N.Bytes()) {
+			t.Errorf("class %d: CKA_MODULUS differs from the key file's", class)
+		}
+		if got := attr(t, m, h, o[0], CKA_PUBLIC_EXPONENT); new(big.Int).SetBytes(got).Int64() != int64(rsaPub.E) || got[0] == 0 {
+			t.Errorf("class %d: CKA_PUBLIC_EXPONENT %x, want %d as a minimal big-endian integer", class, got, rsaPub.E)
+		}
+	}
+}
+
+// TestPad: fixed-size character fields are space-padded, never hold a
+// NUL, and are cut only between UTF-8 characters.
+func TestPad(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		n    int
+		want string
+	}{
+		{"", 4, "    "},
+		{"abc", 5, "abc  "},
+		{"abcde", 5, "abcde"},
+		{"abcdef", 5, "abcde"},
+		{"aé", 2, "a "},
+		{"aé", 3, "aé"},
+		{"a\x00b\n", 5, "a b  "},
+		{"a\xffb", 4, "a b "},
+	} {
+		if got := string(Pad(tc.in, tc.n)); got != tc.want {
+			t.Errorf("Pad(%q, %d) = %q, want %q", tc.in, tc.n, got, tc.want)
+		}
 	}
 }
 

@@ -11,16 +11,29 @@ import (
 
 // Session is one PKCS#11 session.
 type Session struct {
-	// mu serializes operations on the session: PKCS#11 lets only one
-	// thread use a session at a time, but a misbehaving caller must not
-	// corrupt it.
-	mu      sync.Mutex
-	handle  uint
-	rw      bool
-	closed  bool
-	find    []uint     // handles left to return
-	finding bool       // a search is active
-	ops     [2]*signOp // the active sign and verify operations, by opKind
+	handle uint
+	rw     bool
+
+	// find and finding are guarded by the module's mu.
+	find    []uint // handles left to return
+	finding bool   // a search is active
+
+	// mu guards closed and ops. PKCS#11 lets only one thread use a
+	// session at a time, but a misbehaving caller, or C_CloseAllSessions
+	// from another thread, must not corrupt it. Lock order: the module's
+	// mu before mu; mu is never held across TPM I/O.
+	mu     sync.Mutex
+	closed bool
+	ops    [2]*signOp // the active sign and verify operations, by opKind
+}
+
+// close marks the session closed and drops its operations, so a call
+// that found it before it was removed answers CKR_SESSION_CLOSED.
+func (s *Session) close() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closed = true
+	s.ops = [2]*signOp{}
 }
 
 // OpenSession is C_OpenSession.
@@ -62,7 +75,7 @@ func (m *Module) CloseSession(h uint) error {
 	if err != nil {
 		return err
 	}
-	s.closed = true
+	s.close()
 	delete(m.sessions, h)
 	m.logoutIfIdle()
 	return nil
@@ -76,7 +89,7 @@ func (m *Module) CloseAllSessions(slot uint) error {
 		return err
 	}
 	for h, s := range m.sessions {
-		s.closed = true
+		s.close()
 		delete(m.sessions, h)
 	}
 	m.logoutIfIdle()
@@ -125,42 +138,11 @@ func (m *Module) GetSessionInfo(h uint) (SessionInfo, error) {
 // (CKR_PIN_INCORRECT, counted by the TPM's dictionary-attack protection)
 // and not at the first signature.
 func (m *Module) Login(h, userType uint, pin []byte) error {
-	m.mu.Lock()
-	if _, err := m.session(h); err != nil {
-		m.mu.Unlock()
+	key, t, srk, err := m.loginTarget(h, userType, pin)
+	if err != nil {
 		return err
 	}
-	switch userType {
-	case CKU_USER:
-	case CKU_SO:
-		m.mu.Unlock()
-		return rvErr(CKR_USER_TYPE_INVALID, "this token has no security officer; log in as the user")
-	case CKU_CONTEXT_SPECIFIC:
-		m.mu.Unlock()
-		return rvErr(CKR_OPERATION_NOT_INITIALIZED, "no key needs context-specific login")
-	default:
-		m.mu.Unlock()
-		return rvErr(CKR_USER_TYPE_INVALID, "unknown user type %d", userType)
-	}
-	if m.loggedIn {
-		m.mu.Unlock()
-		return rvErr(CKR_USER_ALREADY_LOGGED_IN, "already logged in")
-	}
-	if len(pin) > maxPIN {
-		m.mu.Unlock()
-		return rvErr(CKR_PIN_LEN_RANGE, "PIN longer than %d bytes, the most a TPM key takes", maxPIN)
-	}
-	var key *Key
-	for _, k := range m.keys {
-		if k.NeedsPIN {
-			key = k
-			break
-		}
-	}
-	t, srk := m.tpm, bytes.Clone(m.srkPIN)
-	m.mu.Unlock()
 	defer zero(srk)
-
 	if key != nil {
 		d := sha256.Sum256([]byte("simple-tpm-pk11 PIN check"))
 		if _, err := t.SignDigest(key.File, srk, pin, d[:], tpm.SignOpts{Hash: crypto.SHA256}); err != nil {
@@ -180,6 +162,40 @@ func (m *Module) Login(h, userType uint, pin []byte) error {
 	return nil
 }
 
+// loginTarget checks a C_Login under the module lock and returns the key
+// to check the PIN with (nil when no key has one), the TPM and the SRK PIN.
+func (m *Module) loginTarget(h, userType uint, pin []byte) (*Key, *tpm.TPM, []byte, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, err := m.session(h); err != nil {
+		return nil, nil, nil, err
+	}
+	switch userType {
+	case CKU_USER:
+	case CKU_SO:
+		return nil, nil, nil, rvErr(CKR_USER_TYPE_INVALID, "this token has no security officer; log in as the user")
+	case CKU_CONTEXT_SPECIFIC:
+		return nil, nil, nil, rvErr(CKR_OPERATION_NOT_INITIALIZED, "no key needs context-specific login")
+	default:
+		return nil, nil, nil, rvErr(CKR_USER_TYPE_INVALID, "unknown user type %d", userType)
+	}
+	if m.loggedIn {
+		return nil, nil, nil, rvErr(CKR_USER_ALREADY_LOGGED_IN, "already logged in")
+	}
+	if len(pin) > maxPIN {
+		return nil, nil, nil, rvErr(CKR_PIN_LEN_RANGE, "PIN longer than %d bytes, the most a TPM key takes", maxPIN)
+	}
+	panicPoint("C_Login")
+	var key *Key
+	for _, k := range m.keys {
+		if k.NeedsPIN {
+			key = k
+			break
+		}
+	}
+	return key, m.tpm, bytes.Clone(m.srkPIN), nil
+}
+
 // Logout is C_Logout.
 func (m *Module) Logout(h uint) error {
 	m.mu.Lock()
@@ -196,8 +212,25 @@ func (m *Module) Logout(h uint) error {
 	return nil
 }
 
-// visible reports whether the caller may see an object; callers hold m.mu.
+// visible reports whether the caller may see an object; callers hold
+// m.mu. Private objects (the private key of a key with a PIN, when the
+// config gives no key_pin) are not visible while nobody is logged in:
+// searches skip them and their handles are invalid, as PKCS#11 2.40
+// says of C_Logout (5.6: the application's handles to private objects
+// become invalid).
 func (m *Module) visible(o *object) bool { return !o.private() || m.loggedIn }
+
+// hiddenPrivate reports whether h is the handle of a private object that
+// is not visible because nobody is logged in; callers hold m.mu. Only
+// for the log message: the caller still gets an invalid-handle code.
+func (m *Module) hiddenPrivate(h uint) bool {
+	for _, o := range m.objects {
+		if o.handle == h {
+			return !m.visible(o)
+		}
+	}
+	return false
+}
 
 // object finds a visible object; callers hold m.mu.
 func (m *Module) object(h uint) (*object, error) {
@@ -313,14 +346,21 @@ func (m *Module) ObjectSize(h, obj uint) (uint, error) {
 
 // GenerateRandom is C_GenerateRandom, from the TPM's generator.
 func (m *Module) GenerateRandom(h uint, b []byte) error {
-	m.mu.Lock()
-	if _, err := m.session(h); err != nil {
-		m.mu.Unlock()
+	t, err := m.sessionTPM(h)
+	if err != nil {
 		return err
 	}
-	t := m.tpm
-	m.mu.Unlock()
 	return t.Random(b)
+}
+
+// sessionTPM checks a session handle and returns the TPM.
+func (m *Module) sessionTPM(h uint) (*tpm.TPM, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, err := m.session(h); err != nil {
+		return nil, err
+	}
+	return m.tpm, nil
 }
 
 // SeedRandom is C_SeedRandom: a TPM's generator takes no seed.

@@ -74,10 +74,15 @@ func (m *Module) opInit(h uint, kind opKind, mech Mechanism, key uint) error {
 	if err != nil {
 		return err
 	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if s.ops[kind] != nil {
 		return rvErr(CKR_OPERATION_ACTIVE, "a %s operation is already active in session %d", opNames[kind], h)
 	}
 	o, err := m.object(key)
+	if err != nil && m.hiddenPrivate(key) {
+		return rvErr(CKR_KEY_HANDLE_INVALID, "object %d is a private key, whose handle is valid only while logged in: C_Login, then find the key again", key)
+	}
 	if err != nil || o.class == CKO_CERTIFICATE || (kind == opSign && o.class != CKO_PRIVATE_KEY) {
 		return rvErr(CKR_KEY_HANDLE_INVALID, "object %d is not a key %s can use", key, opNames[kind])
 	}
@@ -93,9 +98,7 @@ func (m *Module) opInit(h uint, kind opKind, mech Mechanism, key uint) error {
 // active returns the session and its operation of that kind, with the
 // session locked: the caller unlocks s.mu.
 func (m *Module) active(h uint, kind opKind) (*Session, *signOp, error) {
-	m.mu.Lock()
-	s, err := m.session(h)
-	m.mu.Unlock()
+	s, err := m.lookup(h)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -109,6 +112,13 @@ func (m *Module) active(h uint, kind opKind) (*Session, *signOp, error) {
 		return nil, nil, rvErr(CKR_OPERATION_NOT_INITIALIZED, "%s without %sInit", opNames[kind], opNames[kind])
 	}
 	return s, s.ops[kind], nil
+}
+
+// lookup finds an open session.
+func (m *Module) lookup(h uint) (*Session, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.session(h)
 }
 
 // endOp ends the operation after a failure the caller layer found (bad
@@ -126,11 +136,19 @@ func (m *Module) endOp(h uint, kind opKind, err error) error {
 
 // update is C_SignUpdate and C_VerifyUpdate.
 func (m *Module) update(h uint, kind opKind, data []byte) error {
+	// Read before the session lock (lock order); signDigest checks again
+	// at the end, so a C_Login or C_Logout in between changes nothing.
+	havePIN := m.havePIN()
 	s, op, err := m.active(h, kind)
 	if err != nil {
 		return err
 	}
 	defer s.mu.Unlock()
+	panicPoint("C_SignUpdate")
+	if kind == opSign && op.key.NeedsPIN && !havePIN {
+		s.ops[kind] = nil
+		return rvErr(CKR_USER_NOT_LOGGED_IN, "key %q has a PIN and nobody is logged in (C_Logout during the operation?): C_Login, then start again", op.key.Label)
+	}
 	op.update = true
 	if err := op.add(data); err != nil {
 		s.ops[kind] = nil
@@ -199,25 +217,10 @@ func (m *Module) signDigest(op *signOp, last []byte) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	m.mu.Lock()
-	if err := m.check(); err != nil {
-		m.mu.Unlock()
+	t, pin, srk, err := m.signAuth(op.key)
+	if err != nil {
 		return nil, err
 	}
-	var pin []byte
-	if op.key.NeedsPIN {
-		switch {
-		case m.loggedIn:
-			pin = bytes.Clone(m.userPIN)
-		case len(m.keyPIN) > 0:
-			pin = bytes.Clone(m.keyPIN)
-		default:
-			m.mu.Unlock()
-			return nil, rvErr(CKR_USER_NOT_LOGGED_IN, "key %q has a PIN: log in first", op.key.Label)
-		}
-	}
-	t, srk := m.tpm, bytes.Clone(m.srkPIN)
-	m.mu.Unlock()
 	defer zero(pin)
 	defer zero(srk)
 	sig, err := t.SignDigest(op.key.File, srk, pin, digest, tpm.SignOpts{Hash: h, PSS: op.p.spec.pss})
@@ -225,6 +228,39 @@ func (m *Module) signDigest(op *signOp, last []byte) ([]byte, error) {
 		return nil, keyErr(op.key, err)
 	}
 	return sig, nil
+}
+
+// signAuth returns the TPM, the PIN for k (nil when it has none) and the
+// SRK PIN. A key with a PIN needs a login (or the config's key_pin) at
+// the moment it signs: after C_Logout an operation started while logged
+// in fails with CKR_USER_NOT_LOGGED_IN.
+func (m *Module) signAuth(k *Key) (*tpm.TPM, []byte, []byte, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err := m.check(); err != nil {
+		return nil, nil, nil, err
+	}
+	panicPoint("C_Sign")
+	var pin []byte
+	if k.NeedsPIN {
+		switch {
+		case m.loggedIn:
+			pin = bytes.Clone(m.userPIN)
+		case len(m.keyPIN) > 0:
+			pin = bytes.Clone(m.keyPIN)
+		default:
+			return nil, nil, nil, rvErr(CKR_USER_NOT_LOGGED_IN, "key %q has a PIN and nobody is logged in (C_Logout during the operation?): C_Login, then start again", k.Label)
+		}
+	}
+	return m.tpm, pin, bytes.Clone(m.srkPIN), nil
+}
+
+// havePIN reports whether keys with a PIN can sign now: someone is
+// logged in, or the config gives key_pin.
+func (m *Module) havePIN() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.loggedIn || len(m.keyPIN) > 0
 }
 
 // keyErr names the key in a TPM failure for the log.
@@ -294,7 +330,7 @@ type MechanismInfo struct {
 }
 
 // MechanismList is C_GetMechanismList: the mechanisms this TPM can do,
-// from what it reports about itself (asked once).
+// from what it reports about itself (asked once per C_Initialize).
 func (m *Module) MechanismList(slot uint) ([]uint, error) {
 	infos, err := m.mechanismInfos(slot)
 	if err != nil {
@@ -328,19 +364,36 @@ var mechOrder = []uint{
 	CKM_ECDSA, CKM_ECDSA_SHA1, CKM_ECDSA_SHA256, CKM_ECDSA_SHA384, CKM_ECDSA_SHA512,
 }
 
+// mechanismInfos returns the mechanisms, working them out at the first
+// call after C_Initialize. The map is shared: read it, never change it.
 func (m *Module) mechanismInfos(slot uint) (map[uint]MechanismInfo, error) {
-	m.mu.Lock()
-	if err := m.checkSlot(slot); err != nil {
-		m.mu.Unlock()
-		return nil, err
+	t, infos, err := m.mechState(slot)
+	if err != nil || infos != nil {
+		return infos, err
 	}
-	t := m.tpm
-	m.mu.Unlock()
 	caps, err := t.Capabilities()
 	if err != nil {
 		return nil, err
 	}
-	return mechanismsOf(caps), nil
+	infos = mechanismsOf(caps)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.initialized && m.tpm == t {
+		// Not after a C_Finalize (and C_Initialize) in between.
+		m.mechs = infos
+	}
+	return infos, nil
+}
+
+// mechState returns the TPM and the mechanisms when already known.
+func (m *Module) mechState(slot uint) (*tpm.TPM, map[uint]MechanismInfo, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err := m.checkSlot(slot); err != nil {
+		return nil, nil, err
+	}
+	panicPoint("C_GetMechanismList")
+	return m.tpm, m.mechs, nil
 }
 
 // TPM algorithm IDs (TPM 2.0 Part 2, 6.3) for the capabilities we test.

@@ -45,9 +45,16 @@ func (t *TPM) Identity(parent uint32, parentAuth []byte) (*Identity, error) {
 	return t.identity, nil
 }
 
-// Capabilities returns what the TPM supports, asking it only once. The
-// returned value is shared: read it, never change it.
+// Capabilities returns what the TPM supports, asking it only once: later
+// calls neither connect nor take the TPM lock (C_GetMechanismInfo is
+// called once per mechanism, and on swtpm each connection waits for the
+// lock). Like the identity, the answer is kept for the life of this TPM
+// value, which the module makes anew at each C_Initialize. The returned
+// value is shared: read it, never change it.
 func (t *TPM) Capabilities() (*Caps, error) {
+	if caps := t.sizedCaps(); caps != nil {
+		return caps, nil
+	}
 	var caps *Caps
 	err := t.Do(func(c *Conn) error {
 		var err error
@@ -72,6 +79,17 @@ func (t *TPM) Capabilities() (*Caps, error) {
 		return nil, err
 	}
 	return caps, nil
+}
+
+// sizedCaps returns the capabilities once Capabilities has filled in the
+// key sizes, else nil.
+func (t *TPM) sizedCaps() *Caps {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.caps != nil && t.caps.sized {
+		return t.caps
+	}
+	return nil
 }
 
 // LockoutState reads the dictionary-attack counters now (never cached).
