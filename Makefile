@@ -107,7 +107,7 @@ install: build man
 		$(DESTDIR)$(BASHCOMPDIR) $(DESTDIR)$(SYSTEMDUSERDIR)
 	install -m 0755 $(addprefix bin/,$(CMDS)) $(DESTDIR)$(PREFIX)/bin/
 	install -m 0644 lib/$(MODULE) $(DESTDIR)$(LIBDIR)/
-	sed 's|@LIBDIR@|$(LIBDIR)|' contrib/simple-tpm-pk11.module.in > $(DESTDIR)$(P11KIT_MODULES)/simple-tpm-pk11.module
+	sed 's|^module: .*|module: $(LIBDIR)/libsimple-tpm-pk11.so|' contrib/simple-tpm-pk11.module > $(DESTDIR)$(P11KIT_MODULES)/simple-tpm-pk11.module
 	chmod 0644 $(DESTDIR)$(P11KIT_MODULES)/simple-tpm-pk11.module
 	for p in $(MANPAGES); do \
 		install -d $(DESTDIR)$(MANDIR)/man$${p##*.} && \
