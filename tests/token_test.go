@@ -18,6 +18,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"sort"
 	"strconv"
 	"strings"
 	"testing"
@@ -485,24 +486,28 @@ func TestSSHKeygenD(t *testing.T) {
 	need(t, "ssh-keygen")
 	tk := newToken(t, false)
 	out := tk.mustRun(t, "ssh-keygen", "-D", modulePath)
-	got := map[string]bool{}
+	// Exactly the keys of the .pub files, each once, nothing else.
+	var got []string
 	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
 		f := strings.Fields(line)
-		if len(f) >= 2 {
-			got[f[0]+" "+f[1]] = true
+		if len(f) < 2 {
+			t.Fatalf("ssh-keygen -D printed %q", line)
 		}
+		got = append(got, f[0]+" "+f[1])
 	}
-	want := map[string]bool{}
+	var want []string
 	for _, k := range testKeys {
 		data, err := os.ReadFile(tk.path(k.name + ".key.pub"))
 		if err != nil {
 			t.Fatal(err)
 		}
 		f := strings.Fields(string(data))
-		want[f[0]+" "+f[1]] = true
+		want = append(want, f[0]+" "+f[1])
 	}
-	if fmt.Sprint(got) != fmt.Sprint(want) {
-		t.Errorf("ssh-keygen -D:\n%s\nwant the keys of the .pub files", out)
+	sort.Strings(got)
+	sort.Strings(want)
+	if !slices.Equal(got, want) {
+		t.Errorf("ssh-keygen -D:\n%s\nwant exactly the keys of the .pub files:\n%s", out, strings.Join(want, "\n"))
 	}
 }
 
