@@ -33,9 +33,7 @@ func TestCapsAskedOnce(t *testing.T) {
 	cnt := &countingCaps{TPM: sim}
 	tp := FromTransport(cnt)
 	for _, ks := range []KeySpec{{Type: ECDSA, Bits: 256}, {Type: RSA, Bits: 2048}} {
-		var err error
-		err = tp.Do(func(c *Conn) error { return c.CheckSupported(ks) })
-		if err != nil {
+		if err := tp.Do(func(c *Conn) error { return c.CheckSupported(ks) }); err != nil {
 			t.Fatal(err)
 		}
 	}
