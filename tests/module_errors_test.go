@@ -698,7 +698,19 @@ func TestModuleFileErrors(t *testing.T) {
 			}
 		}
 		if n != 1 {
-			t.Errorf("%d log lines name the config, want 1:\n%s", n, strings.Join(p.log, "\n"))
+			t.Errorf("%d log lines name the config, want 1 (C_GetTokenInfo and C_OpenSession log the cause again only at debug level):\n%s", n, strings.Join(p.log, "\n"))
+		}
+		// With debug on, their lines name the config actually used.
+		p = probe(t, withEnv(env, "SIMPLE_TPM_PK11_DEBUG=1"), nil)
+		for _, call := range []string{"C_GetTokenInfo", "C_OpenSession"} {
+			want := "debug: " + call + ": CKR_TOKEN_NOT_PRESENT: the token has no usable key: make one with stpm-keygen and name it in " + missing
+			found := false
+			for _, l := range p.log {
+				found = found || strings.HasSuffix(l, want)
+			}
+			if !found {
+				t.Errorf("no line ending with\n%s\nin:\n%s", want, strings.Join(p.log, "\n"))
+			}
 		}
 	})
 
