@@ -19,7 +19,8 @@ MODULE  := libsimple-tpm-pk11.so
 # Each fuzz target runs this long in `make fuzz` (and so in `make test`).
 FUZZTIME ?= 15s
 FUZZ    := keyfile:FuzzParse keybackup:FuzzDecrypt config:FuzzParse \
-	p11:FuzzParseDigestInfo p11:FuzzPSSParams p11:FuzzFindTemplate
+	p11:FuzzParseDigestInfo p11:FuzzPSSParams p11:FuzzFindTemplate \
+	p11:FuzzDecodeTemplate p11:FuzzDecodeMechanism
 
 export PATH := /usr/local/go/bin:$(PATH)
 

@@ -142,7 +142,7 @@ func TestSwtpmWrongTPM(t *testing.T) {
 	s.key(t, "k", tpm.KeySpec{Type: tpm.ECDSA, Bits: 256}, nil)
 	s.config(t, "key k.key\n", 0o600)
 	other := swtpmtest.Start(t, swtpmtest.Options{})
-	const msg = `key "k" (line 1): "%s": the key was made by another TPM, or this TPM was cleared since (TPM_RC_INTEGRITY on load)`
+	const msg = `key "k" (line 1): "%s": the key was made by another TPM, this TPM was cleared since, or the key file's parts do not belong together (TPM_RC_INTEGRITY on load)`
 	want := strings.Replace(msg, "%s", filepath.Join(s.dir, "k.key"), 1)
 
 	rs := diagnose(New(Options{TPM: other.Spec}))

@@ -15,11 +15,27 @@ var mod = p11.New()
 
 // Bounds on lengths the caller gives with its pointers: the module cannot
 // check the real size of a caller's buffer, but it never trusts an absurd
-// one. Larger values are refused before any byte is read.
+// one. Larger values are refused before any byte is read (the bounds of
+// templates and mechanism parameters are in package p11).
 const (
-	maxAttributes = 1 << 12
-	maxDataLen    = 64 << 20
-	maxPINLen     = 1 << 10
+	maxDataLen = 64 << 20
+	maxPINLen  = 1 << 10
+	// maxSignatureLen is far above the longest signature a TPM makes
+	// (512 bytes, RSA-4096).
+	maxSignatureLen = 1 << 16
+	// maxRandomLen bounds C_GenerateRandom: the TPM gives at most 32
+	// bytes per TPM2_GetRandom, so 1 MiB is already 32768 TPM commands.
+	maxRandomLen = 1 << 20
+)
+
+// The structures package p11 decodes from bytes must be laid out as the
+// C compiler lays them out: a mismatch stops the build (a negative array
+// length) instead of misreading a caller's memory.
+var (
+	_ [C.sizeof_CK_ATTRIBUTE - p11.CAttributeSize]struct{}
+	_ [p11.CAttributeSize - C.sizeof_CK_ATTRIBUTE]struct{}
+	_ [C.sizeof_CK_MECHANISM - p11.CMechanismSize]struct{}
+	_ [p11.CMechanismSize - C.sizeof_CK_MECHANISM]struct{}
 )
 
 // guard turns a Go panic into CKR_GENERAL_ERROR and one log line (see
@@ -38,7 +54,7 @@ func ret(fn string, err error) C.CK_RV {
 	switch {
 	case err == nil:
 		mod.Log().Debugf("%s: CKR_OK", fn)
-	case expected[rv]:
+	case expected[rv] || p11.Logged(err):
 		mod.Log().Debugf("%s: %s: %s", fn, p11.RVName(rv), p11.Message(err))
 	default:
 		mod.Log().Errorf("%s: %s: %s", fn, p11.RVName(rv), p11.Message(err))
@@ -139,28 +155,36 @@ func putSig(fn string, h C.CK_SESSION_HANDLE, out C.CK_BYTE_PTR, outLen C.CK_ULO
 	return ret(fn, nil)
 }
 
+// cPointer turns an address read from the caller's memory back into a
+// pointer (it points to C memory, never to Go's).
+func cPointer(p uintptr) unsafe.Pointer { return *(*unsafe.Pointer)(unsafe.Pointer(&p)) }
+
+// readC is the p11.Reader of the caller's memory.
+func readC(p uintptr, n uint) []byte { return C.GoBytes(cPointer(p), C.int(n)) }
+
+// mechanism copies a CK_MECHANISM; p11.DecodeMechanism checks it and
+// reads its parameter.
 func mechanism(fn string, m C.CK_MECHANISM_PTR) (p11.Mechanism, C.CK_RV) {
 	if m == nil {
 		return p11.Mechanism{}, bad(fn, "pMechanism is NULL")
 	}
-	if m.ulParameterLen > maxAttributes {
-		return p11.Mechanism{}, bad(fn, "mechanism parameter of %d bytes", m.ulParameterLen)
+	mech, err := p11.DecodeMechanism(C.GoBytes(unsafe.Pointer(m), C.sizeof_CK_MECHANISM), readC)
+	if err != nil {
+		return p11.Mechanism{}, ret(fn, err)
 	}
-	param, ok := bytesIn(C.CK_BYTE_PTR(m.pParameter), m.ulParameterLen)
-	if !ok {
-		return p11.Mechanism{}, ret(fn, &p11.Error{RV: p11.CKR_MECHANISM_PARAM_INVALID, Msg: "pParameter is NULL with a non-zero length"})
-	}
-	return p11.Mechanism{Type: uint(m.mechanism), Param: param}, C.CKR_OK
+	return mech, C.CKR_OK
 }
 
-func template(p C.CK_ATTRIBUTE_PTR, n C.CK_ULONG) ([]C.CK_ATTRIBUTE, bool) {
+// template copies a caller's CK_ATTRIBUTE array once p11 has checked its
+// pointer and count; p11 decodes it.
+func template(p C.CK_ATTRIBUTE_PTR, n C.CK_ULONG) ([]p11.CAttribute, error) {
+	if err := p11.CheckTemplate(p == nil, uint(n)); err != nil {
+		return nil, err
+	}
 	if n == 0 {
-		return nil, true
+		return nil, nil
 	}
-	if p == nil || n > maxAttributes {
-		return nil, false
-	}
-	return unsafe.Slice(p, n), true
+	return p11.DecodeAttributes(C.GoBytes(unsafe.Pointer(p), C.int(n*C.sizeof_CK_ATTRIBUTE)))
 }
 
 //export goInitialize
@@ -373,39 +397,25 @@ func goGetObjectSize(h C.CK_SESSION_HANDLE, o C.CK_OBJECT_HANDLE, n C.CK_ULONG_P
 //export goGetAttributeValue
 func goGetAttributeValue(h C.CK_SESSION_HANDLE, o C.CK_OBJECT_HANDLE, p C.CK_ATTRIBUTE_PTR, n C.CK_ULONG) (rv C.CK_RV) {
 	defer guard("C_GetAttributeValue", &rv)
-	tmpl, ok := template(p, n)
-	if !ok {
-		return bad("C_GetAttributeValue", "pTemplate is NULL or ulCount (%d) is absurd", n)
+	attrs, err := template(p, n)
+	if err != nil {
+		return ret("C_GetAttributeValue", err)
 	}
-	types := make([]uint, len(tmpl))
-	for i := range tmpl {
-		types[i] = uint(tmpl[i]._type)
+	types := make([]uint, len(attrs))
+	for i, a := range attrs {
+		types[i] = a.Type
 	}
 	vals, err := mod.GetAttributeValue(uint(h), uint(o), types)
 	if err != nil {
 		return ret("C_GetAttributeValue", err)
 	}
-	// PKCS#11 2.40, 5.7: every attribute is processed; the return value
-	// reports one of the problems met.
-	result := uint(p11.CKR_OK)
-	for i := range tmpl {
-		a := &tmpl[i]
-		v := vals[i]
-		switch {
-		case v.RV != p11.CKR_OK:
-			a.ulValueLen = C.CK_ULONG(p11.CK_UNAVAILABLE_INFORMATION)
-			result = v.RV
-		case a.pValue == nil:
-			a.ulValueLen = C.CK_ULONG(len(v.Value))
-		case a.ulValueLen < C.CK_ULONG(len(v.Value)):
-			a.ulValueLen = C.CK_ULONG(p11.CK_UNAVAILABLE_INFORMATION)
-			if result == p11.CKR_OK {
-				result = p11.CKR_BUFFER_TOO_SMALL
-			}
-		default:
-			copy(unsafe.Slice((*byte)(a.pValue), len(v.Value)), v.Value)
-			a.ulValueLen = C.CK_ULONG(len(v.Value))
+	answers, result := p11.AnswerAttributes(attrs, vals)
+	out := unsafe.Slice(p, len(attrs))
+	for i, a := range answers {
+		if a.Value != nil {
+			copy(unsafe.Slice((*byte)(cPointer(attrs[i].Ptr)), len(a.Value)), a.Value)
 		}
+		out[i].ulValueLen = C.CK_ULONG(a.Len)
 	}
 	if result != p11.CKR_OK {
 		// Expected answers while probing attributes: debug only.
@@ -417,22 +427,15 @@ func goGetAttributeValue(h C.CK_SESSION_HANDLE, o C.CK_OBJECT_HANDLE, p C.CK_ATT
 //export goFindObjectsInit
 func goFindObjectsInit(h C.CK_SESSION_HANDLE, p C.CK_ATTRIBUTE_PTR, n C.CK_ULONG) (rv C.CK_RV) {
 	defer guard("C_FindObjectsInit", &rv)
-	tmpl, ok := template(p, n)
-	if !ok {
-		return bad("C_FindObjectsInit", "pTemplate is NULL or ulCount (%d) is absurd", n)
+	attrs, err := template(p, n)
+	if err != nil {
+		return ret("C_FindObjectsInit", err)
 	}
-	attrs := make([]p11.Attribute, len(tmpl))
-	for i, a := range tmpl {
-		if a.ulValueLen > maxDataLen {
-			return bad("C_FindObjectsInit", "attribute 0x%X has an absurd length", a._type)
-		}
-		v, ok := bytesIn(C.CK_BYTE_PTR(a.pValue), a.ulValueLen)
-		if !ok {
-			return bad("C_FindObjectsInit", "attribute 0x%X has a NULL value with a non-zero length", a._type)
-		}
-		attrs[i] = p11.Attribute{Type: uint(a._type), Value: v}
+	tmpl, err := p11.SearchTemplate(attrs, readC)
+	if err != nil {
+		return ret("C_FindObjectsInit", err)
 	}
-	return ret("C_FindObjectsInit", mod.FindObjectsInit(uint(h), attrs))
+	return ret("C_FindObjectsInit", mod.FindObjectsInit(uint(h), tmpl))
 }
 
 //export goFindObjects
@@ -472,14 +475,30 @@ func goSignInit(h C.CK_SESSION_HANDLE, m C.CK_MECHANISM_PTR, k C.CK_OBJECT_HANDL
 }
 
 // dataIn copies a caller's data for a running operation; a refusal ends
-// the operation, as any failed C_Sign does.
-func dataIn(fn string, h C.CK_SESSION_HANDLE, p C.CK_BYTE_PTR, n C.CK_ULONG, end func(uint, error) error) ([]byte, C.CK_RV) {
+// the operation, as any failed C_Sign does. name is the pointer argument
+// as the specification calls it (pData, pPart), for the log.
+func dataIn(fn, name string, h C.CK_SESSION_HANDLE, p C.CK_BYTE_PTR, n C.CK_ULONG, end func(uint, error) error) ([]byte, C.CK_RV) {
+	length := "ul" + name[1:] + "Len"
 	if n > maxDataLen {
-		return nil, ret(fn, end(uint(h), &p11.Error{RV: p11.CKR_DATA_LEN_RANGE, Msg: fmt.Sprintf("%d bytes of data; the module takes at most %d per call", n, maxDataLen)}))
+		return nil, ret(fn, end(uint(h), &p11.Error{RV: p11.CKR_DATA_LEN_RANGE, Msg: fmt.Sprintf("%s %d is more than %d, the most the module takes per call", length, n, maxDataLen)}))
 	}
 	b, ok := bytesIn(p, n)
 	if !ok {
-		return nil, ret(fn, end(uint(h), &p11.Error{RV: p11.CKR_ARGUMENTS_BAD, Msg: "pData is NULL with a non-zero length"}))
+		return nil, ret(fn, end(uint(h), &p11.Error{RV: p11.CKR_ARGUMENTS_BAD, Msg: fmt.Sprintf("%s is NULL with %s %d", name, length, n)}))
+	}
+	return b, C.CKR_OK
+}
+
+// sigIn copies a signature to verify; a refusal ends the operation. A
+// length no signature has is CKR_SIGNATURE_LEN_RANGE, as a signature of
+// the wrong length is (PKCS#11 2.40, 5.13).
+func sigIn(fn string, h C.CK_SESSION_HANDLE, p C.CK_BYTE_PTR, n C.CK_ULONG) ([]byte, C.CK_RV) {
+	if n > maxSignatureLen {
+		return nil, ret(fn, mod.EndVerify(uint(h), &p11.Error{RV: p11.CKR_SIGNATURE_LEN_RANGE, Msg: fmt.Sprintf("ulSignatureLen %d is more than %d: no signature of this token is that long", n, maxSignatureLen)}))
+	}
+	b, ok := bytesIn(p, n)
+	if !ok {
+		return nil, ret(fn, mod.EndVerify(uint(h), &p11.Error{RV: p11.CKR_ARGUMENTS_BAD, Msg: fmt.Sprintf("pSignature is NULL with ulSignatureLen %d", n)}))
 	}
 	return b, C.CKR_OK
 }
@@ -490,7 +509,7 @@ func goSign(h C.CK_SESSION_HANDLE, d C.CK_BYTE_PTR, n C.CK_ULONG, s C.CK_BYTE_PT
 	if sn == nil {
 		return ret("C_Sign", mod.EndSign(uint(h), &p11.Error{RV: p11.CKR_ARGUMENTS_BAD, Msg: "pulSignatureLen is NULL"}))
 	}
-	data, r := dataIn("C_Sign", h, d, n, mod.EndSign)
+	data, r := dataIn("C_Sign", "pData", h, d, n, mod.EndSign)
 	if r != C.CKR_OK {
 		return r
 	}
@@ -500,7 +519,7 @@ func goSign(h C.CK_SESSION_HANDLE, d C.CK_BYTE_PTR, n C.CK_ULONG, s C.CK_BYTE_PT
 //export goSignUpdate
 func goSignUpdate(h C.CK_SESSION_HANDLE, d C.CK_BYTE_PTR, n C.CK_ULONG) (rv C.CK_RV) {
 	defer guard("C_SignUpdate", &rv)
-	data, r := dataIn("C_SignUpdate", h, d, n, mod.EndSign)
+	data, r := dataIn("C_SignUpdate", "pPart", h, d, n, mod.EndSign)
 	if r != C.CKR_OK {
 		return r
 	}
@@ -529,11 +548,11 @@ func goVerifyInit(h C.CK_SESSION_HANDLE, m C.CK_MECHANISM_PTR, k C.CK_OBJECT_HAN
 //export goVerify
 func goVerify(h C.CK_SESSION_HANDLE, d C.CK_BYTE_PTR, n C.CK_ULONG, s C.CK_BYTE_PTR, sn C.CK_ULONG) (rv C.CK_RV) {
 	defer guard("C_Verify", &rv)
-	data, r := dataIn("C_Verify", h, d, n, mod.EndVerify)
+	data, r := dataIn("C_Verify", "pData", h, d, n, mod.EndVerify)
 	if r != C.CKR_OK {
 		return r
 	}
-	sig, r := dataIn("C_Verify", h, s, sn, mod.EndVerify)
+	sig, r := sigIn("C_Verify", h, s, sn)
 	if r != C.CKR_OK {
 		return r
 	}
@@ -543,7 +562,7 @@ func goVerify(h C.CK_SESSION_HANDLE, d C.CK_BYTE_PTR, n C.CK_ULONG, s C.CK_BYTE_
 //export goVerifyUpdate
 func goVerifyUpdate(h C.CK_SESSION_HANDLE, d C.CK_BYTE_PTR, n C.CK_ULONG) (rv C.CK_RV) {
 	defer guard("C_VerifyUpdate", &rv)
-	data, r := dataIn("C_VerifyUpdate", h, d, n, mod.EndVerify)
+	data, r := dataIn("C_VerifyUpdate", "pPart", h, d, n, mod.EndVerify)
 	if r != C.CKR_OK {
 		return r
 	}
@@ -553,7 +572,7 @@ func goVerifyUpdate(h C.CK_SESSION_HANDLE, d C.CK_BYTE_PTR, n C.CK_ULONG) (rv C.
 //export goVerifyFinal
 func goVerifyFinal(h C.CK_SESSION_HANDLE, s C.CK_BYTE_PTR, sn C.CK_ULONG) (rv C.CK_RV) {
 	defer guard("C_VerifyFinal", &rv)
-	sig, r := dataIn("C_VerifyFinal", h, s, sn, mod.EndVerify)
+	sig, r := sigIn("C_VerifyFinal", h, s, sn)
 	if r != C.CKR_OK {
 		return r
 	}
@@ -569,11 +588,11 @@ func goSeedRandom(h C.CK_SESSION_HANDLE, s C.CK_BYTE_PTR, n C.CK_ULONG) (rv C.CK
 //export goGenerateRandom
 func goGenerateRandom(h C.CK_SESSION_HANDLE, p C.CK_BYTE_PTR, n C.CK_ULONG) (rv C.CK_RV) {
 	defer guard("C_GenerateRandom", &rv)
-	if n > maxDataLen {
-		return ret("C_GenerateRandom", &p11.Error{RV: p11.CKR_DATA_LEN_RANGE, Msg: "absurd length"})
+	if n > maxRandomLen {
+		return bad("C_GenerateRandom", "ulRandomLen %d is more than %d (1 MiB), the most one call fills: the TPM gives 32 bytes per command; ask in smaller calls", n, maxRandomLen)
 	}
 	if p == nil && n > 0 {
-		return bad("C_GenerateRandom", "RandomData is NULL")
+		return bad("C_GenerateRandom", "RandomData is NULL with ulRandomLen %d", n)
 	}
 	buf := make([]byte, n)
 	if err := mod.GenerateRandom(uint(h), buf); err != nil {

@@ -13,10 +13,21 @@ type Error struct {
 	RV  uint
 	Msg string
 	Err error
+	// Logged says the cause is already in the log (an error line at
+	// C_Initialize or an earlier call): the caller logs this one at
+	// debug level only, so a program that asks again and again does not
+	// fill the log with the same line.
+	Logged bool
 }
 
 func (e *Error) Error() string { return e.Msg }
 func (e *Error) Unwrap() error { return e.Err }
+
+// Logged reports whether err's cause was already logged (see Error.Logged).
+func Logged(err error) bool {
+	var e *Error
+	return errors.As(err, &e) && e.Logged
+}
 
 // rvErr makes an Error.
 func rvErr(rv uint, format string, args ...any) *Error {

@@ -72,6 +72,13 @@ type Module struct {
 	// what the TPM supports.
 	mechs map[uint]MechanismInfo
 
+	// cfgPath is the config file C_Initialize read, or tried to read.
+	cfgPath string
+	// noKeysLogged is true once why the token has no keys is in the log
+	// at error level: at C_Initialize (an unreadable config, keys left
+	// out) or at the first call that answered CKR_TOKEN_NOT_PRESENT.
+	noKeysLogged bool
+
 	// Hooks for tests.
 	LoadConfig func() (*config.Config, error)
 	OpenTPM    func(tpm.Spec) *tpm.TPM
@@ -124,8 +131,11 @@ func (m *Module) Initialize(args InitArgs) error {
 	}
 	log := openLog(logFile, m.Getenv(EnvLogStderr) != "", debug)
 	m.log.Store(log)
+	m.cfgPath = configPath(cfg, cfgErr)
+	m.noKeysLogged = false
 	if cfgErr != nil {
 		log.Errorf("config: %v; the token has no keys (fix the file or %s)", cfgErr, config.EnvConfig)
+		m.noKeysLogged = true
 		cfg = &config.Config{}
 	}
 	defer cfg.Zero()
@@ -163,8 +173,10 @@ func (m *Module) Initialize(args InitArgs) error {
 				log.Debugf("no key at %q (make one with stpm-keygen)", ck.Path)
 			case ck.Line == 0:
 				log.Errorf("default key: %v", err)
+				m.noKeysLogged = true
 			default:
 				log.Errorf("config %s:%d: key left out: %v", cfg.File, ck.Line, err)
+				m.noKeysLogged = true
 			}
 			continue
 		}
@@ -177,6 +189,32 @@ func (m *Module) Initialize(args InitArgs) error {
 	m.initialized = true
 	log.Debugf("initialized: %d keys, TPM %s", len(m.keys), spec)
 	return nil
+}
+
+// configPath names the config file for messages: the one read, the one
+// that could not be read, or where it would be.
+func configPath(cfg *config.Config, err error) string {
+	if cfg != nil && cfg.File != "" {
+		return cfg.File
+	}
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Path
+	}
+	if p, err := config.Path(); err == nil {
+		return p
+	}
+	return "$" + config.EnvConfig
+}
+
+// noToken is the answer of the calls that need the token while no key
+// loaded. Its cause is logged once per C_Initialize at error level;
+// later answers are marked Logged (debug level). Callers hold m.mu.
+func (m *Module) noToken() error {
+	e := rvErr(CKR_TOKEN_NOT_PRESENT, "the token has no usable key: make one with stpm-keygen and name it in %s", m.cfgPath)
+	e.Logged = m.noKeysLogged
+	m.noKeysLogged = true
+	return e
 }
 
 // addKey gives a key its objects; handles are stable for the life of
@@ -394,7 +432,7 @@ func (m *Module) tokenSnapshot(slot uint) (tokenSnapshot, error) {
 		return tokenSnapshot{}, err
 	}
 	if len(m.keys) == 0 {
-		return tokenSnapshot{}, rvErr(CKR_TOKEN_NOT_PRESENT, "no usable key configured (make one with stpm-keygen and name it in %s)", "~/.simple-tpm-pk11/config")
+		return tokenSnapshot{}, m.noToken()
 	}
 	panicPoint("C_GetTokenInfo")
 	snap := tokenSnapshot{tpm: m.tpm, srk: bytes.Clone(m.srkPIN)}

@@ -177,11 +177,17 @@ func ecPoint(k *ecdsa.PublicKey) []byte {
 	return der
 }
 
-// sensitiveAttrs are private key parts a TPM key never reveals.
-var sensitiveAttrs = map[uint]bool{
-	CKA_VALUE: true, CKA_PRIVATE_EXPONENT: true,
-	0x124: true, 0x125: true, 0x126: true, 0x127: true, 0x128: true, // CKA_PRIME_1 .. CKA_COEFFICIENT
-}
+// rsaSecrets are the private parts of an RSA key (PKCS#11 2.40 curr.,
+// 2.1.3), ecSecrets those of an EC key (2.3.4): attributes the key type
+// has but a TPM key never reveals. Any other attribute is one the key
+// type does not have at all.
+var (
+	rsaSecrets = map[uint]bool{
+		CKA_PRIVATE_EXPONENT: true,
+		0x124:                true, 0x125: true, 0x126: true, 0x127: true, 0x128: true, // CKA_PRIME_1 .. CKA_COEFFICIENT
+	}
+	ecSecrets = map[uint]bool{CKA_VALUE: true}
+)
 
 // attr returns the value of one attribute, or the CK_RV saying why not.
 func (o *object) attr(t uint) ([]byte, uint) {
@@ -260,7 +266,11 @@ func (o *object) attr(t uint) ([]byte, uint) {
 	case CKA_ALWAYS_SENSITIVE, CKA_NEVER_EXTRACTABLE:
 		return boolean(!k.Imported), CKR_OK
 	}
-	if sensitiveAttrs[t] {
+	secrets := ecSecrets
+	if isRSA(k) {
+		secrets = rsaSecrets
+	}
+	if secrets[t] {
 		return nil, CKR_ATTRIBUTE_SENSITIVE
 	}
 	return nil, CKR_ATTRIBUTE_TYPE_INVALID

@@ -13,6 +13,7 @@ import (
 	"encoding/pem"
 	"fmt"
 	"io"
+	"io/fs"
 	"math/big"
 	"os"
 	"path/filepath"
@@ -164,6 +165,14 @@ func wantRV(t *testing.T, what string, err error, want uint) {
 	t.Helper()
 	if got := rvOf(err); got != want {
 		t.Errorf("%s: %s (%v), want %s", what, RVName(got), err, RVName(want))
+	}
+}
+
+// wantMsg checks that err's log text contains want.
+func wantMsg(t *testing.T, err error, want string) {
+	t.Helper()
+	if err == nil || !strings.Contains(Message(err), want) {
+		t.Errorf("message %v, want one containing %q", err, want)
 	}
 }
 
@@ -422,6 +431,26 @@ func TestObjects(t *testing.T) {
 	if v[0].RV != CKR_ATTRIBUTE_SENSITIVE || v[1].RV != CKR_ATTRIBUTE_TYPE_INVALID || string(v[2].Value) != "ec" {
 		t.Errorf("CKA_VALUE %s, unknown %s, label %q", RVName(v[0].RV), RVName(v[1].RV), v[2].Value)
 	}
+	// Secrets are sensitive only where the key type has them: an RSA
+	// private key has no CKA_VALUE, an EC one no CKA_PRIVATE_EXPONENT.
+	rsaPriv := find(t, m, h, Attribute{CKA_LABEL, []byte("rsa")}, Attribute{CKA_CLASS, ulong(CKO_PRIVATE_KEY)})
+	for _, tc := range []struct {
+		obj, typ, want uint
+	}{
+		{rsaPriv[0], CKA_VALUE, CKR_ATTRIBUTE_TYPE_INVALID},
+		{rsaPriv[0], CKA_PRIVATE_EXPONENT, CKR_ATTRIBUTE_SENSITIVE},
+		{rsaPriv[0], 0x128, CKR_ATTRIBUTE_SENSITIVE}, // CKA_COEFFICIENT
+		{ecPriv[0], CKA_VALUE, CKR_ATTRIBUTE_SENSITIVE},
+		{ecPriv[0], CKA_PRIVATE_EXPONENT, CKR_ATTRIBUTE_TYPE_INVALID},
+	} {
+		v, err := m.GetAttributeValue(h, tc.obj, []uint{tc.typ})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if v[0].RV != tc.want {
+			t.Errorf("object %d attribute 0x%X: %s, want %s", tc.obj, tc.typ, RVName(v[0].RV), RVName(tc.want))
+		}
+	}
 	point := attr(t, m, h, ecPub[0], CKA_EC_POINT)
 	if len(point) != 67 || point[0] != 4 || point[1] != 65 || point[2] != 4 {
 		t.Errorf("CKA_EC_POINT %x: want DER OCTET STRING of an uncompressed P-256 point", point)
@@ -575,7 +604,8 @@ func sign(t *testing.T, m *Module, h, key, mech uint, param []byte) []byte {
 		t.Fatal(err)
 	}
 	verifyGo(t, o.key.Public, mech, msg, sig)
-	if err := m.VerifyInit(h, Mechanism{Type: mech, Param: param}, key); err != nil {
+	// The public key's handle follows its private key's (see addKey).
+	if err := m.VerifyInit(h, Mechanism{Type: mech, Param: param}, key+1); err != nil {
 		t.Fatal(err)
 	}
 	if err := m.Verify(h, input, sig); err != nil {
@@ -670,13 +700,22 @@ func TestSignErrors(t *testing.T) {
 	rsaKey := find(t, m, h, Attribute{CKA_LABEL, []byte("rsa")}, Attribute{CKA_CLASS, ulong(CKO_PRIVATE_KEY)})[0]
 	rsaPub := find(t, m, h, Attribute{CKA_LABEL, []byte("rsa")}, Attribute{CKA_CLASS, ulong(CKO_PUBLIC_KEY)})[0]
 	ecKey := find(t, m, h, Attribute{CKA_LABEL, []byte("ec")}, Attribute{CKA_CLASS, ulong(CKO_PRIVATE_KEY)})[0]
+	ecPub := find(t, m, h, Attribute{CKA_LABEL, []byte("ec")}, Attribute{CKA_CLASS, ulong(CKO_PUBLIC_KEY)})[0]
 
 	_, err := m.Sign(h, []byte("x"))
 	wantRV(t, "Sign without SignInit", err, CKR_OPERATION_NOT_INITIALIZED)
 	wantRV(t, "unknown mechanism", m.SignInit(h, Mechanism{Type: 0x9999}, rsaKey), CKR_MECHANISM_INVALID)
 	wantRV(t, "ECDSA on RSA", m.SignInit(h, Mechanism{Type: CKM_ECDSA}, rsaKey), CKR_KEY_TYPE_INCONSISTENT)
 	wantRV(t, "RSA on EC", m.SignInit(h, Mechanism{Type: CKM_RSA_PKCS}, ecKey), CKR_KEY_TYPE_INCONSISTENT)
-	wantRV(t, "public key", m.SignInit(h, Mechanism{Type: CKM_RSA_PKCS}, rsaPub), CKR_KEY_HANDLE_INVALID)
+	wantRV(t, "public key", m.SignInit(h, Mechanism{Type: CKM_RSA_PKCS}, rsaPub), CKR_KEY_FUNCTION_NOT_PERMITTED)
+	wantMsg(t, m.SignInit(h, Mechanism{Type: CKM_RSA_PKCS}, rsaPub), `is the public key of "rsa", which cannot sign: use the private key with the same CKA_ID`)
+	wantRV(t, "verify with a private key", m.VerifyInit(h, Mechanism{Type: CKM_RSA_PKCS}, rsaKey), CKR_KEY_FUNCTION_NOT_PERMITTED)
+	wantMsg(t, m.VerifyInit(h, Mechanism{Type: CKM_RSA_PKCS}, rsaKey), `is the private key of "rsa", which has no CKA_VERIFY: verify with the public key with the same CKA_ID`)
+	if err := m.VerifyInit(h, Mechanism{Type: CKM_RSA_PKCS}, rsaPub); err != nil {
+		t.Errorf("VerifyInit with the public key after refusals: %v", err)
+	} else if err := m.EndVerify(h, nil); err != nil {
+		t.Fatal(err)
+	}
 	wantRV(t, "bad handle", m.SignInit(h, Mechanism{Type: CKM_RSA_PKCS}, 12345), CKR_KEY_HANDLE_INVALID)
 	for name, p := range map[string][]byte{
 		"no params":       nil,
@@ -705,11 +744,11 @@ func TestSignErrors(t *testing.T) {
 	_, err = m.Sign(h, make([]byte, 31))
 	wantRV(t, "ECDSA on 31 bytes", err, CKR_DATA_LEN_RANGE)
 
-	if err := m.VerifyInit(h, Mechanism{Type: CKM_ECDSA_SHA256}, ecKey); err != nil {
+	if err := m.VerifyInit(h, Mechanism{Type: CKM_ECDSA_SHA256}, ecPub); err != nil {
 		t.Fatal(err)
 	}
 	wantRV(t, "bad signature", m.Verify(h, []byte("x"), make([]byte, 64)), CKR_SIGNATURE_INVALID)
-	if err := m.VerifyInit(h, Mechanism{Type: CKM_ECDSA_SHA256}, ecKey); err != nil {
+	if err := m.VerifyInit(h, Mechanism{Type: CKM_ECDSA_SHA256}, ecPub); err != nil {
 		t.Fatal(err)
 	}
 	wantRV(t, "short signature", m.Verify(h, []byte("x"), make([]byte, 10)), CKR_SIGNATURE_LEN_RANGE)
@@ -886,5 +925,55 @@ func TestFilesChangeWhileLoaded(t *testing.T) {
 	h = open(t, m)
 	if got := find(t, m, h, Attribute{CKA_CLASS, ulong(CKO_PRIVATE_KEY)}); len(got) != 1 {
 		t.Errorf("%d keys after a new C_Initialize, want 1 (the new config)", len(got))
+	}
+}
+
+// TestNoTokenLoggedOnce: without keys, C_GetTokenInfo and C_OpenSession
+// answer CKR_TOKEN_NOT_PRESENT naming the config file actually used; the
+// cause goes to the log at error level once per C_Initialize, or not at
+// all when C_Initialize already logged it.
+func TestNoTokenLoggedOnce(t *testing.T) {
+	const path = "/nonexistent/stpm/config"
+	m := New()
+	m.Getenv = func(string) string { return "" }
+	m.LoadConfig = func() (*config.Config, error) { return &config.Config{File: path}, nil }
+	for round := range 2 {
+		if err := m.Initialize(InitArgs{}); err != nil {
+			t.Fatal(err)
+		}
+		_, err := m.GetTokenInfo(SlotID)
+		wantRV(t, "token info", err, CKR_TOKEN_NOT_PRESENT)
+		wantMsg(t, err, "make one with stpm-keygen and name it in "+path)
+		if Logged(err) {
+			t.Errorf("round %d: first CKR_TOKEN_NOT_PRESENT is marked logged; its cause was never logged", round)
+		}
+		for i := range 2 {
+			_, err = m.GetTokenInfo(SlotID)
+			if !Logged(err) {
+				t.Errorf("round %d: C_GetTokenInfo %d: not marked logged: %v", round, i+2, err)
+			}
+			_, err = m.OpenSession(SlotID, CKF_SERIAL_SESSION)
+			wantRV(t, "open session", err, CKR_TOKEN_NOT_PRESENT)
+			if !Logged(err) {
+				t.Errorf("round %d: C_OpenSession: not marked logged: %v", round, err)
+			}
+		}
+		if err := m.Finalize(); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// An unreadable config is logged by C_Initialize: no second error.
+	m.LoadConfig = func() (*config.Config, error) {
+		return nil, &fs.PathError{Op: "open", Path: path, Err: fs.ErrNotExist}
+	}
+	if err := m.Initialize(InitArgs{}); err != nil {
+		t.Fatal(err)
+	}
+	defer m.Finalize()
+	_, err := m.OpenSession(SlotID, CKF_SERIAL_SESSION)
+	wantMsg(t, err, "name it in "+path)
+	if !Logged(err) {
+		t.Errorf("config error logged at C_Initialize, yet C_OpenSession is not marked logged: %v", err)
 	}
 }

@@ -47,7 +47,7 @@ func (m *Module) OpenSession(slot, flags uint) (uint, error) {
 		return 0, rvErr(CKR_SESSION_PARALLEL_NOT_SUPPORTED, "C_OpenSession without CKF_SERIAL_SESSION")
 	}
 	if len(m.keys) == 0 {
-		return 0, rvErr(CKR_TOKEN_NOT_PRESENT, "no usable key configured (make one with stpm-keygen)")
+		return 0, m.noToken()
 	}
 	m.nextSess++
 	h := m.nextSess

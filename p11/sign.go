@@ -83,8 +83,16 @@ func (m *Module) opInit(h uint, kind opKind, mech Mechanism, key uint) error {
 	if err != nil && m.hiddenPrivate(key) {
 		return rvErr(CKR_KEY_HANDLE_INVALID, "object %d is a private key, whose handle is valid only while logged in: C_Login, then find the key again", key)
 	}
-	if err != nil || o.class == CKO_CERTIFICATE || (kind == opSign && o.class != CKO_PRIVATE_KEY) {
+	if err != nil || o.class == CKO_CERTIFICATE {
 		return rvErr(CKR_KEY_HANDLE_INVALID, "object %d is not a key %s can use", key, opNames[kind])
+	}
+	// A valid key of the wrong half: it lacks CKA_SIGN or CKA_VERIFY
+	// (PKCS#11 2.40, 5.12-5.13: CKR_KEY_FUNCTION_NOT_PERMITTED).
+	switch {
+	case kind == opSign && o.class == CKO_PUBLIC_KEY:
+		return rvErr(CKR_KEY_FUNCTION_NOT_PERMITTED, "object %d is the public key of %q, which cannot sign: use the private key with the same CKA_ID", key, o.key.Label)
+	case kind == opVerify && o.class == CKO_PRIVATE_KEY:
+		return rvErr(CKR_KEY_FUNCTION_NOT_PERMITTED, "object %d is the private key of %q, which has no CKA_VERIFY: verify with the public key with the same CKA_ID", key, o.key.Label)
 	}
 	p, err := prepare(mech, o.key)
 	if err != nil {

@@ -698,7 +698,19 @@ func TestModuleFileErrors(t *testing.T) {
 			}
 		}
 		if n != 1 {
-			t.Errorf("%d log lines name the config, want 1:\n%s", n, strings.Join(p.log, "\n"))
+			t.Errorf("%d log lines name the config, want 1 (C_GetTokenInfo and C_OpenSession log the cause again only at debug level):\n%s", n, strings.Join(p.log, "\n"))
+		}
+		// With debug on, their lines name the config actually used.
+		p = probe(t, withEnv(env, "SIMPLE_TPM_PK11_DEBUG=1"), nil)
+		for _, call := range []string{"C_GetTokenInfo", "C_OpenSession"} {
+			want := "debug: " + call + ": CKR_TOKEN_NOT_PRESENT: the token has no usable key: make one with stpm-keygen and name it in " + missing
+			found := false
+			for _, l := range p.log {
+				found = found || strings.HasSuffix(l, want)
+			}
+			if !found {
+				t.Errorf("no line ending with\n%s\nin:\n%s", want, strings.Join(p.log, "\n"))
+			}
 		}
 	})
 
@@ -736,10 +748,10 @@ func TestModuleFileErrors(t *testing.T) {
 	}{
 		{"unknown-oid.key", true, "", "type: unknown key type OID 2.23.133.10.1.9"},
 		{"sealed-oid.key", true, "", "key type 2.23.133.10.1.5 is not a loadable key (2.23.133.10.1.3)"},
-		{"other-tpm.key", false, "CKR_FUNCTION_FAILED", "the key was made by another TPM, or this TPM was cleared since (TPM_RC_INTEGRITY on load) (hint: make a new key on this TPM with stpm-keygen, or restore a backup with stpm-keygen --restore)"},
+		{"other-tpm.key", false, "CKR_FUNCTION_FAILED", "the key was made by another TPM, this TPM was cleared since, or the key file's parts do not belong together (TPM_RC_INTEGRITY on load) (hint: make a new key on this TPM with stpm-keygen, or restore a backup with stpm-keygen --restore)"},
 		// The TPM cannot tell a spliced file from a foreign one: both
 		// fail the private part's integrity check.
-		{"mixed.key", false, "CKR_FUNCTION_FAILED", "the key was made by another TPM, or this TPM was cleared since (TPM_RC_INTEGRITY on load)"},
+		{"mixed.key", false, "CKR_FUNCTION_FAILED", "the key was made by another TPM, this TPM was cleared since, or the key file's parts do not belong together (TPM_RC_INTEGRITY on load)"},
 	} {
 		t.Run(strings.TrimSuffix(tc.file, ".key"), func(t *testing.T) {
 			cfg := tk.write(t, "config-"+tc.file, []byte("key rsa.key\nkey "+tc.file+"\nkey ec384.key\n"))

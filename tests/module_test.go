@@ -100,6 +100,7 @@ func TestModuleMisuse(t *testing.T) {
 // it misuses, the one CK_RV it must return and how the module logs it.
 type misuseRow struct {
 	name, fn, code, log string
+	msg                 *regexp.Regexp // the error line's end, when the row quotes it
 }
 
 // misuseMatrix reads the "C API misuse" section of the reliability
@@ -124,7 +125,8 @@ func misuseMatrix(t *testing.T, path string) (map[string]misuseRow, int) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rowRE := regexp.MustCompile("^\\| `([a-z0-9_]+)` \\| `(C_[A-Za-z]+)` \\| .* \\| `(CKR_[A-Z_]+)` \\| (error|debug|none) \\|$")
+	rowRE := regexp.MustCompile("^\\| `([a-z0-9_]+)` \\| `(C_[A-Za-z]+)` \\| (.*) \\| `(CKR_[A-Z_]+)` \\| (error|debug|none) \\|$")
+	logRE := regexp.MustCompile("\\blog `([^`]+)`")
 	rows := map[string]misuseRow{}
 	for i, line := range strings.Split(sec, "\n") {
 		if !strings.HasPrefix(line, "| `") {
@@ -138,7 +140,15 @@ func misuseMatrix(t *testing.T, path string) (map[string]misuseRow, int) {
 		if _, dup := rows[f[1]]; dup {
 			t.Errorf("%s: case %s listed twice", path, f[1])
 		}
-		rows[f[1]] = misuseRow{name: f[1], fn: f[2], code: f[3], log: f[4]}
+		row := misuseRow{name: f[1], fn: f[2], code: f[4], log: f[5]}
+		if l := logRE.FindStringSubmatch(f[3]); l != nil {
+			// N is a number, … any text; the rest is literal.
+			q := regexp.QuoteMeta(l[1])
+			q = regexp.MustCompile(`\bN\b`).ReplaceAllString(q, `\d+`)
+			q = strings.ReplaceAll(q, "…", ".*")
+			row.msg = regexp.MustCompile(": " + q + "$")
+		}
+		rows[f[1]] = row
 	}
 	if len(rows) == 0 {
 		t.Fatalf("%s: no rows in the C API matrix", path)
@@ -236,6 +246,9 @@ func checkMisuseLog(t *testing.T, row misuseRow, quiet, debug []string) {
 		m := moduleLogLn.FindStringSubmatch(quiet[0])
 		if m == nil || m[1] != "error" || !strings.HasPrefix(m[2], tag+": ") || len(strings.TrimSpace(m[2])) <= len(tag)+2 {
 			t.Fatalf("want \"error: %s: cause\", got %q", tag, quiet[0])
+		}
+		if row.msg != nil && !row.msg.MatchString(m[2]) {
+			t.Errorf("error line %q does not end as docs/RELIABILITY.md says (%s)", m[2], row.msg)
 		}
 		if n := naming(debug); n != 1 {
 			t.Errorf("with debug logging: %d lines naming %s, want 1:\n%s", n, tag, strings.Join(debug, "\n"))

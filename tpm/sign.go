@@ -79,7 +79,7 @@ func (c *Conn) loadErr(err error) error {
 	switch {
 	case errors.Is(err, tpm2.TPMRCIntegrity):
 		return newErr(ErrWrongTPM, err, "make a new key on this TPM with stpm-keygen, or restore a backup with stpm-keygen --restore",
-			"the key was made by another TPM, or this TPM was cleared since (TPM_RC_INTEGRITY on load)")
+			"the key was made by another TPM, this TPM was cleared since, or the key file's parts do not belong together (TPM_RC_INTEGRITY on load)")
 	case errors.Is(err, tpm2.TPMRCBinding), errors.Is(err, tpm2.TPMRCKey), errors.Is(err, tpm2.TPMRCSize),
 		errors.Is(err, tpm2.TPMRCAttributes), errors.Is(err, tpm2.TPMRCType), errors.Is(err, tpm2.TPMRCScheme):
 		return newErr(ErrBadKey, err, "", "the TPM rejected the key file: %s", rcName(err))

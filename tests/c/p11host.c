@@ -2157,8 +2157,7 @@ static int mode_misuse(void)
 				CKR_ATTRIBUTE_SENSITIVE);
 		}
 	}
-	/* An RSA private key has no CKA_VALUE at all; the module answers as
-	 * for a secret one (ATTRIBUTE_TYPE_INVALID would be more precise). */
+	/* An RSA private key has no CKA_VALUE at all: not secret, absent. */
 	if (rsa) {
 		CASE("getattr_rsa_private_value") {
 			unsigned char buf[512];
@@ -2167,7 +2166,7 @@ static int mode_misuse(void)
 			a.ulValueLen = sizeof(buf);
 			rv = F->C_GetAttributeValue(s_keep, rsa->priv, &a, 1);
 			CHECKX(rv, a.ulValueLen == CK_UNAVAILABLE_INFORMATION,
-				CKR_ATTRIBUTE_SENSITIVE);
+				CKR_ATTRIBUTE_TYPE_INVALID);
 		}
 	}
 	if (rsa) {
@@ -2228,11 +2227,12 @@ static int mode_misuse(void)
 			F->C_CloseSession(s);
 		}
 		if (any->pub) {
-			/* A public key has no CKA_SIGN. */
+			/* A public key has no CKA_SIGN: a valid handle whose
+			 * key may not sign. */
 			CASE("signinit_public_key") {
 				s = open_ro(slot);
 				CHECK(F->C_SignInit(s, &m, any->pub),
-					CKR_KEY_HANDLE_INVALID);
+					CKR_KEY_FUNCTION_NOT_PERMITTED);
 				F->C_CloseSession(s);
 			}
 		}
@@ -2400,11 +2400,10 @@ static int mode_misuse(void)
 				CK_MECHANISM um = { unknown_mech, NULL, 0 };
 				CHECK(F->C_VerifyInit(s, &um, any->pub), CKR_MECHANISM_INVALID);
 			}
-			/* A private key has no CKA_VERIFY, yet the module verifies
-			 * with it (KEY_FUNCTION_NOT_PERMITTED would be precise). */
+			/* A private key has no CKA_VERIFY. */
 			CASE_FRESH("verifyinit_private_key", s, slot) {
 				rv = F->C_VerifyInit(s, &m, any->priv);
-				CHECK(rv, CKR_OK);
+				CHECK(rv, CKR_KEY_FUNCTION_NOT_PERMITTED);
 			}
 			CASE_FRESH("verifyinit", s, slot) CHECK(F->C_VerifyInit(s, &m,
 				any->pub), CKR_OK);
@@ -2947,16 +2946,15 @@ unsupported:
 			F->C_CloseSession(s);
 			s = open_ro(slot);
 		}
-		/* PKCS#11 has SIGNATURE_LEN_RANGE for a signature that is
-		 * wrong by its length alone; the module refuses the absurd
-		 * length before that check, as for data. */
+		/* A signature wrong by its length alone is
+		 * SIGNATURE_LEN_RANGE, however absurd the length. */
 		CASE("huge_verify_signature_len") {
 			unsigned char *gs = guarded(vlen);
 			memset(gs, 0, vlen);
 			rv = F->C_VerifyInit(s, &m, any->pub);
 			if (rv == CKR_OK)
 				rv = F->C_Verify(s, data, 32, gs, HUGE_LEN);
-			CHECK(rv, CKR_DATA_LEN_RANGE);
+			CHECK(rv, CKR_SIGNATURE_LEN_RANGE);
 			F->C_CloseSession(s);
 			s = open_ro(slot);
 		}
@@ -2978,7 +2976,7 @@ unsupported:
 				rv = F->C_VerifyUpdate(s, data, 32);
 			if (rv == CKR_OK)
 				rv = F->C_VerifyFinal(s, gs, HUGE_LEN);
-			CHECK(rv, CKR_DATA_LEN_RANGE);
+			CHECK(rv, CKR_SIGNATURE_LEN_RANGE);
 			F->C_CloseSession(s);
 			s = open_ro(slot);
 		}
@@ -2987,7 +2985,7 @@ unsupported:
 	 * at a PROT_NONE page, so a module that wrote on would crash. */
 	CASE("huge_generaterandom_len") {
 		unsigned char *gr = guarded(16);
-		CHECK(F->C_GenerateRandom(s, gr, HUGE_LEN), CKR_DATA_LEN_RANGE);
+		CHECK(F->C_GenerateRandom(s, gr, HUGE_LEN), CKR_ARGUMENTS_BAD);
 	}
 	F->C_CloseSession(s);
 
