@@ -106,13 +106,12 @@ func (m *Module) Initialize(args InitArgs) error {
 	if args.Mutexes != 0 && args.Mutexes != 4 {
 		return rvErr(CKR_ARGUMENTS_BAD, "give all four mutex callbacks or none")
 	}
-	// PKCS#11 2.40, 5.4: an application that forbids the library to
-	// create OS threads gets CKR_NEED_TO_CREATE_THREADS from a library
-	// that needs them. The Go runtime starts threads of its own (several
-	// run as soon as the module is loaded) and cannot work without them.
-	if args.Flags&CKF_LIBRARY_CANT_CREATE_OS_THREADS != 0 {
-		return rvErr(CKR_NEED_TO_CREATE_THREADS, "CKF_LIBRARY_CANT_CREATE_OS_THREADS is set, but the module's Go runtime runs its own OS threads; call C_Initialize without that flag")
-	}
+	// CKF_LIBRARY_CANT_CREATE_OS_THREADS is accepted. The Go runtime's
+	// threads already run when the module is loaded, before any
+	// C_Initialize, and the module starts no thread on its own that would
+	// outlive a call; refusing the flag (CKR_NEED_TO_CREATE_THREADS) would
+	// only lock out GnuTLS 3.7 (p11tool, Debian 12), which always sets it
+	// and gives up on that answer instead of trying again without it.
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.initialized {
