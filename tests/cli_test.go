@@ -39,6 +39,9 @@ func TestCLI(t *testing.T) {
 			env.Setenv("TPM_B", b.Spec)
 			env.Setenv("TCTI_B", b.TCTI)
 			env.Setenv("BIN", binDir)
+			if v := os.Getenv("GORACE"); v != "" {
+				env.Setenv("GORACE", v)
+			}
 			return nil
 		},
 		// [tpm2provider]: openssl has the tpm2 provider (Debian's
