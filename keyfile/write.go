@@ -49,6 +49,10 @@ func WriteFileAtomic(path string, data []byte, perm os.FileMode, overwrite bool)
 	}
 	tmp := f.Name()
 	fail := func(step string, err error) error {
+		var pe *fs.PathError
+		if errors.As(err, &pe) && pe.Path == tmp {
+			err = pe.Err // the temporary name means nothing to the caller
+		}
 		err = fmt.Errorf("%q: %s: %w", path, step, err)
 		if rerr := os.Remove(tmp); rerr != nil {
 			err = errors.Join(err, fmt.Errorf("%q: remove temporary file: %w", path, rerr))
@@ -57,7 +61,7 @@ func WriteFileAtomic(path string, data []byte, perm os.FileMode, overwrite bool)
 	}
 
 	if err := writeSyncClose(f, data, perm); err != nil {
-		return fail("write temporary file", err)
+		return fail("not written", err)
 	}
 	if overwrite {
 		if err := os.Rename(tmp, path); err != nil {

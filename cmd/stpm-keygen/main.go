@@ -391,6 +391,9 @@ func writeErr(path string, err error) error {
 	if errors.Is(err, fs.ErrExist) {
 		return cli.WithHint(fmt.Errorf("%q already exists", path), "choose another name, or overwrite with -f")
 	}
+	if errors.Is(err, unix.ENOSPC) || errors.Is(err, unix.EDQUOT) {
+		return cli.WithHint(err, "free space there and run again; a file that was already there is unchanged")
+	}
 	return err
 }
 
