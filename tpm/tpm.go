@@ -134,11 +134,9 @@ func (t *TPM) Do(fn func(c *Conn) error) (err error) {
 		c := &Conn{tpm: retrying{TPMCloser: nopCloser{t.shared}, sleep: time.Sleep}, owner: t}
 		return c.finish(fn(c))
 	}
-	if p := lockPath(t.spec); p != "" {
-		lock, err := acquireLock(p)
-		if err != nil {
-			return err
-		}
+	if lock, err := t.lock(); err != nil {
+		return err
+	} else if lock != nil {
 		defer func() { err = errors.Join(err, closeLock(lock)) }()
 	}
 	open := t.open
@@ -165,15 +163,37 @@ func (t *TPM) Do(fn func(c *Conn) error) (err error) {
 	return err
 }
 
+// lock takes the lock that serializes processes on a TPM without a
+// resource manager (nil for a device). For a swtpm socket that does not
+// exist it gives the connection error instead: no lock file is made next
+// to a socket that is not there.
+func (t *TPM) lock() (*os.File, error) {
+	p := lockPath(t.spec)
+	if p == "" {
+		return nil, nil
+	}
+	if t.spec.Kind == SwtpmUnix && t.open == nil {
+		if _, err := os.Stat(t.spec.Path); errors.Is(err, os.ErrNotExist) {
+			c, err := dial(t.spec)
+			if err != nil {
+				return nil, err
+			}
+			// It appeared in between: go on as usual.
+			if err := c.Close(); err != nil {
+				return nil, newErr(ErrUnreachable, err, "", "closing TPM connection to %s: %v", t.spec, err)
+			}
+		}
+	}
+	return acquireLock(p)
+}
+
 // doKept runs fn on the kept connection, opening it when needed. A lost
 // connection drops it and everything loaded through it; the next call
 // connects again.
 func (t *TPM) doKept(fn func(c *Conn) error) (err error) {
-	if p := lockPath(t.spec); p != "" {
-		lock, err := acquireLock(p)
-		if err != nil {
-			return err
-		}
+	if lock, err := t.lock(); err != nil {
+		return err
+	} else if lock != nil {
 		defer func() { err = errors.Join(err, closeLock(lock)) }()
 	}
 	if t.conn == nil {

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -199,5 +200,19 @@ func TestDeviceFallback(t *testing.T) {
 	}
 	if tp := Open(DefaultSpec()); tp.spec.Path != deviceRM || !tp.keep {
 		t.Errorf("both devices: Open chose %s (keep %v), want %s kept open", tp.spec.Path, tp.keep, deviceRM)
+	}
+}
+
+// TestNoLockFileForMissingSocket: a swtpm socket that does not exist gives
+// the connection error, and no lock file appears next to it.
+func TestNoLockFileForMissingSocket(t *testing.T) {
+	dir := t.TempDir()
+	spec := Spec{Kind: SwtpmUnix, Path: filepath.Join(dir, "none.sock")}
+	err := Open(spec).Do(func(*Conn) error { return nil })
+	if !errors.Is(err, ErrUnreachable) || !strings.Contains(err.Error(), "swtpm not reachable at swtpm:path="+spec.Path) {
+		t.Errorf("got %v, want swtpm not reachable", err)
+	}
+	if ents, err := os.ReadDir(dir); err != nil || len(ents) != 0 {
+		t.Errorf("directory holds %v (%v), want nothing", ents, err)
 	}
 }
