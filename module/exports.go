@@ -134,7 +134,7 @@ func putSig(fn string, h C.CK_SESSION_HANDLE, out C.CK_BYTE_PTR, outLen C.CK_ULO
 	if outLen == nil {
 		return bad(fn, "pulSignatureLen is NULL")
 	}
-	need, err := mod.SignLength(uint(h))
+	need, err := mod.SignLength(uint(h), fn == "C_Sign")
 	if err != nil {
 		return ret(fn, err)
 	}

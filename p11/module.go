@@ -23,6 +23,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/simple-tpm-pk11/simple-tpm-pk11/config"
+	"github.com/simple-tpm-pk11/simple-tpm-pk11/keyfile"
 	"github.com/simple-tpm-pk11/simple-tpm-pk11/tpm"
 )
 
@@ -138,9 +139,7 @@ func (m *Module) Initialize(args InitArgs) error {
 		cfg = &config.Config{}
 	}
 	defer cfg.Zero()
-	for _, p := range cfg.Problems {
-		log.Errorf("config %s", p)
-	}
+	logProblems(log, cfg)
 	if w, ok := cfg.InsecurePINs(); ok {
 		log.Warnf("%s", w)
 	}
@@ -171,10 +170,10 @@ func (m *Module) Initialize(args InitArgs) error {
 				// program p11-kit loads it into.
 				log.Debugf("no key at %q (make one with stpm-keygen)", ck.Path)
 			case ck.Line == 0:
-				log.Errorf("default key: %v", err)
+				log.Errorf("default key: %s", keyFileMessage(err))
 				m.noKeysLogged = true
 			default:
-				log.Errorf("config %s:%d: key left out: %v", cfg.File, ck.Line, err)
+				log.Errorf("config %s:%d: key left out: %s", cfg.File, ck.Line, keyFileMessage(err))
 				m.noKeysLogged = true
 			}
 			continue
@@ -188,6 +187,56 @@ func (m *Module) Initialize(args InitArgs) error {
 	m.initialized = true
 	log.Debugf("initialized: %d keys, TPM %s", len(m.keys), spec)
 	return nil
+}
+
+// keyFileMessage gives the log text for a key file that did not load,
+// with what to do about it: the key file package's hint for a file that
+// is not a key file, else the TPM package's.
+func keyFileMessage(err error) string {
+	hint := tpm.Hint(err)
+	var ke *keyfile.Error
+	switch {
+	case errors.As(err, &ke) && ke.Hint() != "":
+		hint = ke.Hint()
+	case errors.Is(err, fs.ErrNotExist):
+		hint = "make the key with stpm-keygen, or correct the key line"
+	}
+	if hint == "" {
+		return err.Error()
+	}
+	return err.Error() + " (hint: " + hint + ")"
+}
+
+// maxProblemLines is how many of a config's problems C_Initialize logs
+// one by one. A file that is not a config at all (a key, a binary named
+// by SIMPLE_TPM_PK11_CONFIG by mistake) has a problem on nearly every
+// line, and p11-kit loads the module into every program that uses it:
+// each of them would print hundreds of lines on its stderr.
+const maxProblemLines = 5
+
+// logProblems logs the first maxProblemLines problems of cfg and, when
+// there are more, one line that counts the rest.
+func logProblems(log *Logger, cfg *config.Config) {
+	for i, p := range cfg.Problems {
+		if i == maxProblemLines {
+			more := len(cfg.Problems) - maxProblemLines
+			name := cfg.File
+			if name == "" {
+				name = "file"
+			}
+			log.Errorf("config %s: %d more %s; it does not look like a simple-tpm-pk11 config (see simple-tpm-pk11-config(5))",
+				name, more, plural(more, "problem", "problems"))
+			return
+		}
+		log.Errorf("config %s", p)
+	}
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
 }
 
 // configPath names the config file for messages: the one read, the one

@@ -11,6 +11,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -272,18 +273,20 @@ func TestBrokenConfigLogs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	log := string(data)
-	for _, want := range []string{
-		filepath.Join(dir, "config") + ":2: key left out: ",
-		"missing.key",
-		filepath.Join(dir, "config") + ":3: unknown directive \"kye\"",
-	} {
-		if !strings.Contains(log, want) {
-			t.Errorf("log lacks %q:\n%s", want, log)
-		}
+	cfg := filepath.Join(dir, "config")
+	lines := strings.Split(strings.TrimSuffix(string(data), "\n"), "\n")
+	want := []string{
+		// Problems in the file first, then the keys as they load.
+		"error: config " + cfg + `:3: unknown directive "kye" (known: key, tpm, key_pin, srk_pin, log, debug, label)`,
+		"error: config " + cfg + `:2: key left out: "` + filepath.Join(dir, "missing.key") + `": no such file or directory (hint: make the key with stpm-keygen, or correct the key line)`,
 	}
-	if got := strings.Count(log, "\n"); got != 2 {
-		t.Errorf("want one line per problem (2), got %d:\n%s", got, log)
+	if len(lines) != len(want) {
+		t.Fatalf("want one line per problem (%d), got %d:\n%s", len(want), len(lines), data)
+	}
+	for i, w := range want {
+		if !strings.HasSuffix(lines[i], w) {
+			t.Errorf("line %d:\n%s\nwant it to end with\n%s", i+1, lines[i], w)
+		}
 	}
 }
 
@@ -584,7 +587,7 @@ func sign(t *testing.T, m *Module, h, key, mech uint, param []byte) []byte {
 	if err := m.SignInit(h, Mechanism{Type: mech, Param: param}, key); err != nil {
 		t.Fatalf("SignInit(0x%X): %v", mech, err)
 	}
-	n, err := m.SignLength(h)
+	n, err := m.SignLength(h, true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -752,6 +755,23 @@ func TestSignErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	wantRV(t, "short signature", m.Verify(h, []byte("x"), make([]byte, 10)), CKR_SIGNATURE_LEN_RANGE)
+
+	// The length for C_Sign after C_SignUpdate: refused as C_Sign is,
+	// and the operation ends; for C_SignFinal it is the length.
+	if err := m.SignInit(h, Mechanism{Type: CKM_ECDSA_SHA256}, ecKey); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.SignUpdate(h, []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := m.SignLength(h, false); err != nil || n != 64 {
+		t.Errorf("C_SignFinal length after C_SignUpdate: %d, %v; want 64", n, err)
+	}
+	_, err = m.SignLength(h, true)
+	wantRV(t, "C_Sign length after C_SignUpdate", err, CKR_OPERATION_ACTIVE)
+	wantMsg(t, err, "C_Sign after C_SignUpdate; finish with C_SignFinal")
+	_, err = m.SignFinal(h)
+	wantRV(t, "C_SignFinal after the refused C_Sign", err, CKR_OPERATION_NOT_INITIALIZED)
 
 	wantRV(t, "closed session", m.CloseSession(h), CKR_OK)
 	_, err = m.Sign(h, []byte("x"))
@@ -976,4 +996,92 @@ func TestNoTokenLoggedOnce(t *testing.T) {
 	if !Logged(err) {
 		t.Errorf("config error logged at C_Initialize, yet C_OpenSession is not marked logged: %v", err)
 	}
+}
+
+// TestConfigProblemsBounded: a file full of lines that are no directive
+// (a key or a binary named as the config) logs at most maxProblemLines
+// problems and one line counting the rest, not a line per problem.
+func TestConfigProblemsBounded(t *testing.T) {
+	dir := makeKeys(t)
+	for _, tc := range []struct {
+		name     string
+		problems int
+		lines    int
+		more     string
+	}{
+		{"none", 0, 0, ""},
+		{"five", 5, 5, ""},
+		{"six", 6, 6, "1 more problem;"},
+		{"hundred", 100, 6, "95 more problems;"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			logPath := filepath.Join(t.TempDir(), "log")
+			cfgPath := filepath.Join(dir, "config")
+			var text strings.Builder
+			text.WriteString("key rsa.key\nlog " + logPath + "\n")
+			for i := range tc.problems {
+				fmt.Fprintf(&text, "\x01garbage%d\n", i)
+			}
+			m := New()
+			m.Getenv = func(string) string { return "" }
+			m.OpenTPM = func(tpm.Spec) *tpm.TPM { return tpm.FromTransport(sim) }
+			m.LoadConfig = func() (*config.Config, error) {
+				return config.Parse(strings.NewReader(text.String()), cfgPath), nil
+			}
+			if err := m.Initialize(InitArgs{}); err != nil {
+				t.Fatal(err)
+			}
+			if err := m.Finalize(); err != nil {
+				t.Fatal(err)
+			}
+			data, err := os.ReadFile(logPath)
+			if err != nil && !(tc.lines == 0 && errors.Is(err, fs.ErrNotExist)) {
+				t.Fatal(err)
+			}
+			var lines []string
+			if len(data) > 0 {
+				lines = strings.Split(strings.TrimSuffix(string(data), "\n"), "\n")
+			}
+			if len(lines) != tc.lines {
+				t.Fatalf("%d lines, want %d:\n%s", len(lines), tc.lines, data)
+			}
+			if tc.more == "" {
+				return
+			}
+			want := "error: config " + cfgPath + ": " + tc.more + " it does not look like a simple-tpm-pk11 config (see simple-tpm-pk11-config(5))"
+			if !strings.HasSuffix(lines[len(lines)-1], want) {
+				t.Errorf("last line:\n%s\nwant it to end with\n%s", lines[len(lines)-1], want)
+			}
+		})
+	}
+}
+
+// retryOnSign passes every command to the simulator but answers
+// TPM2_Sign with TPM_RC_RETRY, as a TPM that stays busy does.
+type retryOnSign struct{ transport.TPM }
+
+func (r retryOnSign) Send(cmd []byte) ([]byte, error) {
+	if len(cmd) >= 10 && bytes.Equal(cmd[6:10], []byte{0, 0, 0x01, 0x5d}) { // TPM_CC_Sign
+		return []byte{0x80, 0x01, 0, 0, 0, 10, 0, 0, 0x09, 0x22}, nil // TPM_RC_RETRY
+	}
+	return r.TPM.Send(cmd)
+}
+
+// TestRetryStormDeviceError: when the TPM answers TPM_RC_RETRY to every
+// try (about 2.4 s of them), C_Sign gives CKR_DEVICE_ERROR with a line
+// that says the TPM stayed busy and what to do.
+func TestRetryStormDeviceError(t *testing.T) {
+	m := newModule(t, "key ec.key\n")
+	m.mu.Lock()
+	m.tpm = tpm.FromTransport(retryOnSign{sim})
+	m.mu.Unlock()
+	h := open(t, m)
+	key := find(t, m, h, Attribute{CKA_CLASS, ulong(CKO_PRIVATE_KEY)})[0]
+	if err := m.SignInit(h, Mechanism{Type: CKM_ECDSA}, key); err != nil {
+		t.Fatal(err)
+	}
+	d := sha256.Sum256([]byte("x"))
+	_, err := m.Sign(h, d[:])
+	wantRV(t, "C_Sign while the TPM answers TPM_RC_RETRY", err, CKR_DEVICE_ERROR)
+	wantMsg(t, err, "): the TPM stayed busy: TPM_RC_RETRY for 31 tries over about 2.4 s (hint: try again; if it lasts, restart the TPM daemon or swtpm)")
 }

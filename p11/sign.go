@@ -188,14 +188,22 @@ func (m *Module) SignInit(h uint, mech Mechanism, key uint) error {
 // EndSign ends a signing operation with err (see endOp).
 func (m *Module) EndSign(h uint, err error) error { return m.endOp(h, opSign, err) }
 
-// SignLength is the signature length C_Sign and C_SignFinal will return,
-// for the two-call rule.
-func (m *Module) SignLength(h uint) (int, error) {
+// SignLength is the signature length C_Sign (single) or C_SignFinal will
+// return, for the two-call rule. C_Sign cannot end a multi-part
+// operation, not even to ask for the length: it gets
+// CKR_OPERATION_ACTIVE, as the call with a buffer does, and the
+// operation ends (PKCS#11 2.40, 5.12: only a successful length query or
+// CKR_BUFFER_TOO_SMALL leaves it active).
+func (m *Module) SignLength(h uint, single bool) (int, error) {
 	s, op, err := m.active(h, opSign)
 	if err != nil {
 		return 0, err
 	}
 	defer s.mu.Unlock()
+	if single && op.update {
+		s.ops[opSign] = nil
+		return 0, rvErr(CKR_OPERATION_ACTIVE, "%s after %sUpdate; finish with %sFinal", opNames[opSign], opNames[opSign], opNames[opSign])
+	}
 	return op.p.sigLen, nil
 }
 

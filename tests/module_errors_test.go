@@ -24,6 +24,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/simple-tpm-pk11/simple-tpm-pk11/config"
 	"github.com/simple-tpm-pk11/simple-tpm-pk11/internal/sshtest"
 	"github.com/simple-tpm-pk11/simple-tpm-pk11/internal/swtpmtest"
 	"github.com/simple-tpm-pk11/simple-tpm-pk11/keyfile"
@@ -714,6 +715,103 @@ func TestModuleFileErrors(t *testing.T) {
 		}
 	})
 
+	// A file that is not a config at all, as SIMPLE_TPM_PK11_CONFIG may
+	// name by mistake: a key file, binary garbage. Every line is a
+	// problem; the module logs five and counts the rest in one line, so
+	// that every program that loads it (p11-kit loads it into all of
+	// them) does not print hundreds of lines. Then, as for an empty
+	// config, the token has no key: the default key is not there.
+	t.Run("config-corrupt", func(t *testing.T) {
+		tk := newToken(t, false)
+		bad := filepath.Join(tk.home, "elsewhere")
+		if err := os.Mkdir(bad, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		pemKey, err := os.ReadFile(tk.path("rsa.key"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		garbage := make([]byte, 4096)
+		for i := range garbage {
+			// Deterministic bytes, a line break every 61.
+			garbage[i] = byte(i*131 + i*i*7 + 1)
+			if i%61 == 60 {
+				garbage[i] = '\n'
+			}
+		}
+		for name, data := range map[string][]byte{"key.pem": pemKey, "garbage.bin": garbage} {
+			t.Run(name, func(t *testing.T) {
+				cfg := filepath.Join(bad, name)
+				if err := os.WriteFile(cfg, data, 0o600); err != nil {
+					t.Fatal(err)
+				}
+				problems := len(config.Parse(bytes.NewReader(data), cfg).Problems)
+				if problems < 10 {
+					t.Fatalf("%s has %d problems; the test needs more", name, problems)
+				}
+				env := withEnv(tk.env, "SIMPLE_TPM_PK11_CONFIG="+cfg)
+				var p *probeResult
+				assertUnchanged(t, tk.home, func() { p = probe(t, env, nil) })
+				p.checkCheap(t, "1")
+				for _, call := range []string{"C_GetTokenInfo", "C_OpenSession"} {
+					if p.rv(call) != "CKR_TOKEN_NOT_PRESENT" {
+						t.Errorf("%s: %s, want CKR_TOKEN_NOT_PRESENT", call, p.rv(call))
+					}
+				}
+				// Five problems, the count of the rest, and why the
+				// token is absent (once, at C_GetTokenInfo).
+				if len(p.log) != 7 {
+					t.Fatalf("%d log lines, want 7:\n%s", len(p.log), strings.Join(p.log, "\n"))
+				}
+				for i, l := range p.log[:5] {
+					want := fmt.Sprintf("error: config %s:%d: unknown directive, not shown as it may hold a secret (known: key, tpm, key_pin, srk_pin, log, debug, label)", cfg, i+1)
+					if !strings.HasSuffix(l, want) {
+						t.Errorf("line %d:\n%s\nwant it to end with\n%s", i+1, l, want)
+					}
+				}
+				want := fmt.Sprintf("error: config %s: %d more problems; it does not look like a simple-tpm-pk11 config (see simple-tpm-pk11-config(5))", cfg, problems-5)
+				if !strings.HasSuffix(p.log[5], want) {
+					t.Errorf("line 6:\n%s\nwant it to end with\n%s", p.log[5], want)
+				}
+				want = "error: C_GetTokenInfo: CKR_TOKEN_NOT_PRESENT: the token has no usable key: make one with stpm-keygen and name it in " + cfg
+				if !strings.HasSuffix(p.log[6], want) {
+					t.Errorf("line 7:\n%s\nwant it to end with\n%s", p.log[6], want)
+				}
+				if strings.Contains(strings.Join(p.log, "\n"), "MII") {
+					t.Errorf("the log quotes the file:\n%s", strings.Join(p.log, "\n"))
+				}
+			})
+		}
+	})
+
+	// An empty config: no problem, no key named, and the default key
+	// (<hostname>.key next to it) does not exist: C_Initialize logs
+	// nothing, the first call that needs the token says why it is absent.
+	t.Run("config-empty", func(t *testing.T) {
+		tk := newToken(t, false)
+		bad := filepath.Join(tk.home, "elsewhere")
+		if err := os.Mkdir(bad, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		cfg := filepath.Join(bad, "config")
+		if err := os.WriteFile(cfg, nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		env := withEnv(tk.env, "SIMPLE_TPM_PK11_CONFIG="+cfg)
+		var p *probeResult
+		assertUnchanged(t, tk.home, func() { p = probe(t, env, nil) })
+		p.checkCheap(t, "1")
+		for _, call := range []string{"C_GetTokenInfo", "C_OpenSession"} {
+			if p.rv(call) != "CKR_TOKEN_NOT_PRESENT" {
+				t.Errorf("%s: %s, want CKR_TOKEN_NOT_PRESENT", call, p.rv(call))
+			}
+		}
+		want := "error: C_GetTokenInfo: CKR_TOKEN_NOT_PRESENT: the token has no usable key: make one with stpm-keygen and name it in " + cfg
+		if len(p.log) != 1 || !strings.HasSuffix(p.log[0], want) {
+			t.Errorf("want one log line ending with\n%s\ngot:\n%s", want, strings.Join(p.log, "\n"))
+		}
+	})
+
 	// Key files the module reads at C_Initialize, each with the line it
 	// is named on and what happens.
 	tk := newToken(t, false)
@@ -738,6 +836,19 @@ func TestModuleFileErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	tk.write(t, "mixed.key", mixed)
+	whole, err := os.ReadFile(tk.path("ec256.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tk.write(t, "truncated.key", whole[:200]) // cut before the END line
+	tk.write(t, "garbage.key", bytes.Repeat([]byte{0xde, 0xad, 0xbe, 0xef, '\n'}, 100))
+	block, _ := pem.Decode(whole)
+	if block == nil {
+		t.Fatal("ec256.key: no PEM block")
+	}
+	tk.write(t, "wrong-label.key", pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: block.Bytes}))
+	const notKeyHint = ` (hint: a key file is the "TSS2 PRIVATE KEY" PEM that stpm-keygen or 'openssl genpkey -provider tpm2' writes; if this one was damaged, use a copy)`
+	const noPEM = `no PEM block (want "-----BEGIN TSS2 PRIVATE KEY-----")` + notKeyHint
 
 	for _, tc := range []struct {
 		file string
@@ -746,6 +857,9 @@ func TestModuleFileErrors(t *testing.T) {
 		leftOut bool
 		rv, log string
 	}{
+		{"truncated.key", true, "", "malformed PEM block (bad base64, or no matching END line)" + notKeyHint},
+		{"garbage.key", true, "", noPEM},
+		{"wrong-label.key", true, "", `PEM label is "EC PRIVATE KEY", want "TSS2 PRIVATE KEY"` + notKeyHint},
 		{"unknown-oid.key", true, "", "type: unknown key type OID 2.23.133.10.1.9"},
 		{"sealed-oid.key", true, "", "key type 2.23.133.10.1.5 is not a loadable key (2.23.133.10.1.3)"},
 		{"other-tpm.key", false, "CKR_FUNCTION_FAILED", "the key was made by another TPM, this TPM was cleared since, or the key file's parts do not belong together (TPM_RC_INTEGRITY on load) (hint: make a new key on this TPM with stpm-keygen, or restore a backup with stpm-keygen --restore)"},
@@ -776,7 +890,7 @@ func TestModuleFileErrors(t *testing.T) {
 					t.Errorf("C_GetTokenInfo: %s", p.rv("C_GetTokenInfo"))
 				}
 				want := fmt.Sprintf("error: config %s:2: key left out: %q: %s", cfg, path, tc.log)
-				if len(p.log) != 1 || !strings.Contains(p.log[0], want) {
+				if len(p.log) != 1 || !strings.Contains(p.log[0], want) || (strings.HasSuffix(tc.log, notKeyHint) && !strings.HasSuffix(p.log[0], want)) {
 					t.Errorf("want one log line with\n%s\ngot:\n%s", want, strings.Join(p.log, "\n"))
 				}
 				return

@@ -3,6 +3,7 @@ package tests
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -276,17 +277,63 @@ func checkMisuseLog(t *testing.T, row misuseRow, quiet, debug []string) {
 
 // TestModuleFork: a child forked after the module was loaded is answered
 // from C and never hangs; the parent keeps working.
+// The child's C_Initialize says why it fails, on stderr, exactly once;
+// everything else in the child and the parent's signing log nothing.
 func TestModuleFork(t *testing.T) {
 	tk := newToken(t, false)
-	out, err := runCHost(t, tk.env, modulePath, "fork")
+	out, stderr, err := runHost(t, tk.env, nil, modulePath, "fork")
 	if err != nil {
-		t.Fatalf("%v\n%s", err, out)
+		t.Fatalf("%v\n%s\nstderr:\n%s", err, out, stderr)
 	}
-	for _, want := range []string{"fork result=ok", "child finalize rv=0x00000000", "child initialize rv=0x00000005"} {
+	for _, want := range []string{"fork result=ok", "child finalize rv=0x00000000", "child initialize rv=0x00000005",
+		"child getslotlist rv=0x00000190"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("fork: no %q in\n%s", want, out)
 		}
 	}
+	const want = "simple-tpm-pk11: not available in a process forked after loading the module; load it after fork\n"
+	if stderr != want {
+		t.Errorf("stderr:\n%q\nwant exactly one line:\n%q", stderr, want)
+	}
+}
+
+// TestModuleProcesses: three programs load the module at once and sign
+// with it on two threads each against one swtpm and one config; the
+// TPM lock serializes them. Every signature verifies in every process,
+// and the swtpm's own check at the end finds no object left.
+func TestModuleProcesses(t *testing.T) {
+	tk := newToken(t, false)
+	const procs, threads, count = 3, 2, 200
+	type result struct {
+		out, stderr string
+		err         error
+	}
+	buildCHost(t) // here: t.Fatal must not run on the goroutines
+	results := make(chan result, procs)
+	for range procs {
+		go func() {
+			out, stderr, err := runHost(t, tk.env, nil, modulePath, "sign",
+				"--threads", strconv.Itoa(threads), "--count", strconv.Itoa(count))
+			results <- result{out, stderr, err}
+		}()
+	}
+	want := regexp.MustCompile(fmt.Sprintf(`(?m)^signed=%d verified=%d failed=0 `, threads*count, threads*count))
+	for i := range procs {
+		r := <-results
+		if r.err != nil {
+			t.Errorf("process %d: %v\n%s\nstderr:\n%s", i, r.err, r.out, tail(r.stderr, 20))
+			continue
+		}
+		if !want.MatchString(r.out) {
+			t.Errorf("process %d: want %d verified signatures:\n%s\nstderr:\n%s", i, threads*count, r.out, tail(r.stderr, 20))
+			continue
+		}
+		if strings.Contains(r.stderr, "simple-tpm-pk11[") {
+			t.Errorf("process %d: the module logged:\n%s", i, tail(r.stderr, 20))
+		}
+		t.Logf("process %d: %s", i, lastLine(r.out, "signed="))
+	}
+	tk.noTransient(t)
 }
 
 // TestModuleTPMRestart: the TPM goes away under a loaded module: the next

@@ -47,6 +47,7 @@ type retrying struct {
 
 func (r retrying) Send(cmd []byte) ([]byte, error) {
 	delay := retryDelay
+	var waited time.Duration
 	started := false
 	for attempt := 0; ; attempt++ {
 		rsp, err := r.TPMCloser.Send(cmd)
@@ -63,11 +64,26 @@ func (r retrying) Send(cmd []byte) ([]byte, error) {
 		case rc != tpm2.TPMRCRetry && rc != tpm2.TPMRCYielded && rc != tpm2.TPMRCTesting:
 			return rsp, nil
 		case attempt == maxRetries:
-			return rsp, nil
+			return nil, stayedBusy(rc, attempt+1, waited)
 		}
 		r.sleep(delay)
+		waited += delay
 		delay = min(delay*2, maxRetryWait)
 	}
+}
+
+// stayedBusy is the error after the last retry: the TPM answered rc to
+// each of tries sends, with waited in between.
+func stayedBusy(rc tpm2.TPMRC, tries int, waited time.Duration) error {
+	name := "TPM_RC_RETRY"
+	switch rc {
+	case tpm2.TPMRCYielded:
+		name = "TPM_RC_YIELDED"
+	case tpm2.TPMRCTesting:
+		name = "TPM_RC_TESTING"
+	}
+	return newErr(ErrBusy, rc, "try again; if it lasts, restart the TPM daemon or swtpm",
+		"the TPM stayed busy: %s for %d tries over about %.1f s", name, tries, waited.Seconds())
 }
 
 // dial opens the transport a spec names, with errors that say what to do.

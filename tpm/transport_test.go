@@ -2,6 +2,9 @@ package tpm
 
 import (
 	"bytes"
+	"crypto"
+	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"net"
 	"os"
@@ -12,6 +15,7 @@ import (
 	"time"
 
 	"github.com/google/go-tpm/tpm2"
+	"github.com/google/go-tpm/tpm2/transport"
 )
 
 // scripted answers each command with the next response code.
@@ -47,10 +51,13 @@ func TestRetrying(t *testing.T) {
 		s := &scripted{codes: tc.codes}
 		r := retrying{TPMCloser: s, sleep: func(time.Duration) {}}
 		rsp, err := r.Send(cmd)
-		if err != nil {
+		if tc.name == "bounded" {
+			if !errors.Is(err, ErrBusy) || !errors.Is(err, tpm2.TPMRCRetry) || rsp != nil {
+				t.Errorf("%s: %v, %x; want ErrBusy carrying TPM_RC_RETRY, no response", tc.name, err, rsp)
+			}
+		} else if err != nil {
 			t.Fatalf("%s: %v", tc.name, err)
-		}
-		if got := responseCode(rsp); got != tc.rc {
+		} else if got := responseCode(rsp); got != tc.rc {
 			t.Errorf("%s: rc %v, want %v", tc.name, got, tc.rc)
 		}
 		if len(s.sent) != tc.sends {
@@ -59,6 +66,63 @@ func TestRetrying(t *testing.T) {
 		if tc.name == "not started" && !bytes.Equal(s.sent[1], startupClear) {
 			t.Errorf("%s: second command %x, want TPM2_Startup(CLEAR)", tc.name, s.sent[1])
 		}
+	}
+}
+
+// busySign forwards every command to the simulator except TPM2_Sign,
+// which it answers with TPM_RC_RETRY, as a TPM that stays busy does.
+type busySign struct {
+	transport.TPM
+	signs int
+}
+
+func (b *busySign) Send(cmd []byte) ([]byte, error) {
+	if len(cmd) >= 10 && tpm2.TPMCC(binary.BigEndian.Uint32(cmd[6:10])) == tpm2.TPMCCSign {
+		b.signs++
+		rc := tpm2.TPMRCRetry
+		return []byte{0x80, 0x01, 0, 0, 0, 10, byte(rc >> 24), byte(rc >> 16), byte(rc >> 8), byte(rc)}, nil
+	}
+	return b.TPM.Send(cmd)
+}
+
+func (b *busySign) Close() error { return nil }
+
+// TestRetryStormSign: a TPM that answers TPM_RC_RETRY to TPM2_Sign for
+// ever gets maxRetries+1 tries with growing pauses, then the signature
+// fails with ErrBusy and a message that says so, not with the raw code;
+// the key loaded for it is flushed.
+func TestRetryStormSign(t *testing.T) {
+	tp := newSimTPM(t)
+	k := createKey(t, tp, KeySpec{Type: ECDSA, Bits: 256})
+	busy := &busySign{TPM: sim}
+	var slept []time.Duration
+	c := &Conn{tpm: retrying{TPMCloser: busy, sleep: func(d time.Duration) { slept = append(slept, d) }}, owner: tp}
+	d := sha256.Sum256([]byte("x"))
+	l, err := c.LoadKey(k, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = c.Sign(l, nil, d[:], SignOpts{Hash: crypto.SHA256})
+	err = c.finish(err)
+	var e *Error
+	if !errors.As(err, &e) || !errors.Is(err, ErrBusy) || !errors.Is(err, tpm2.TPMRCRetry) {
+		t.Fatalf("got %v, want an *Error of kind ErrBusy carrying TPM_RC_RETRY", err)
+	}
+	if want := "the TPM stayed busy: TPM_RC_RETRY for 31 tries over about 2.4 s"; e.Msg != want {
+		t.Errorf("message %q, want %q", e.Msg, want)
+	}
+	if want := "try again; if it lasts, restart the TPM daemon or swtpm"; Hint(err) != want {
+		t.Errorf("hint %q, want %q", Hint(err), want)
+	}
+	if busy.signs != maxRetries+1 || len(slept) != maxRetries {
+		t.Errorf("%d TPM2_Sign sent, %d pauses; want %d and %d", busy.signs, len(slept), maxRetries+1, maxRetries)
+	}
+	var total time.Duration
+	for _, s := range slept {
+		total += s
+	}
+	if total != 2427*time.Millisecond {
+		t.Errorf("paused %v in all, want 2.427s (1 ms doubling up to 100 ms)", total)
 	}
 }
 

@@ -1749,13 +1749,15 @@ static int mode_misuse(void)
 
 	/* ---- Library, slots, tokens, mechanisms -------------------------- */
 	CASE("getinfo") {
+		int v240;
 		rv = F->C_GetInfo(&info);
-		if (rv == CKR_OK && info.cryptokiVersion.major != 2 &&
-		    info.cryptokiVersion.major != 3)
-			detail("cryptokiVersion %u.%u", info.cryptokiVersion.major,
+		v240 = info.cryptokiVersion.major == 2 &&
+			info.cryptokiVersion.minor == 40;
+		if (rv == CKR_OK && !v240)
+			detail("cryptokiVersion %u.%u, want 2.40",
+				info.cryptokiVersion.major,
 				info.cryptokiVersion.minor);
-		CHECKX(rv, rv != CKR_OK || info.cryptokiVersion.major == 2 ||
-			info.cryptokiVersion.major == 3, CKR_OK);
+		CHECKX(rv, rv != CKR_OK || v240, CKR_OK);
 	}
 	CASE("null_getinfo") CHECK(F->C_GetInfo(NULL), CKR_ARGUMENTS_BAD);
 
@@ -2038,12 +2040,20 @@ static int mode_misuse(void)
 		CK_OBJECT_CLASS cls = 0;
 		unsigned char canary[sizeof(CK_ULONG)];
 
+		/* The object is a private key that signs (found by
+		 * find_keys), so its class is CKO_PRIVATE_KEY. */
 		CASE("getattr_class") {
+			cls = 0x7fffffffUL;
 			a.type = CKA_CLASS;
 			a.pValue = &cls;
 			a.ulValueLen = sizeof(cls);
 			rv = F->C_GetAttributeValue(s_keep, o, &a, 1);
-			CHECKX(rv, a.ulValueLen == sizeof(CK_ULONG), CKR_OK);
+			if (rv == CKR_OK && (!any || cls != CKO_PRIVATE_KEY))
+				detail("class 0x%lx, want CKO_PRIVATE_KEY (0x%lx)%s",
+					cls, (CK_ULONG)CKO_PRIVATE_KEY,
+					any ? "" : ": no private key found");
+			CHECKX(rv, a.ulValueLen == sizeof(CK_ULONG) && any &&
+				cls == CKO_PRIVATE_KEY, CKR_OK);
 		}
 		/* pValue NULL: the length only. */
 		CASE("getattr_length_query") {
@@ -2370,6 +2380,57 @@ static int mode_misuse(void)
 			CHECKX(rv, verified, CKR_OK);
 			F->C_CloseSession(s);
 		}
+		/* C_Sign cannot end a multi-part operation, not even to ask for
+		 * the length: the same code as the call with a buffer. */
+		CASE("sign_length_query_after_signupdate") {
+			CK_ULONG need = 0;
+			s = open_ro(slot);
+			rv = F->C_SignInit(s, &m, any->priv);
+			if (rv == CKR_OK)
+				rv = F->C_SignUpdate(s, data, dlen);
+			if (rv == CKR_OK)
+				rv = F->C_Sign(s, data, dlen, NULL, &need);
+			CHECK(rv, CKR_OPERATION_ACTIVE);
+			F->C_CloseSession(s);
+		}
+		/* The two-call rule for C_SignFinal: the length, then a short
+		 * buffer, leave the operation active; the right buffer gets a
+		 * signature of everything C_SignUpdate was given. */
+		s = open_ro(slot);
+		rv = F->C_SignInit(s, &m, any->priv);
+		if (rv == CKR_OK)
+			rv = F->C_SignUpdate(s, data, dlen);
+		if (rv == CKR_OK) {
+			CK_ULONG need = 0;
+			CASE("signfinal_length_query") {
+				rv = F->C_SignFinal(s, NULL, &need);
+				detail("length=%lu expected=%zu", need, any->siglen);
+				CHECKX(rv, need > 0 && need <= sizeof(sig) &&
+					(!any->siglen || need == any->siglen), CKR_OK);
+			}
+			if (need == 0 || need > sizeof(sig))
+				need = any->siglen ? any->siglen : 64;
+			CASE("signfinal_buffer_too_small") {
+				siglen = need - 1;
+				rv = F->C_SignFinal(s, sig, &siglen);
+				detail("length=%lu want %lu", siglen, need);
+				CHECKX(rv, siglen == need, CKR_BUFFER_TOO_SMALL);
+			}
+			CASE("signfinal_after_short_buffer") {
+				siglen = need;
+				rv = F->C_SignFinal(s, sig, &siglen);
+				verified = rv == CKR_OK &&
+					verify(any, mech_for(any, MK_AUTO), hash, sig, siglen);
+				if (rv == CKR_OK && !verified)
+					detail("signature does not verify");
+				CHECKX(rv, verified, CKR_OK);
+			}
+		} else {
+			skip("signfinal_length_query", "C_SignInit or C_SignUpdate failed");
+			skip("signfinal_buffer_too_small", "C_SignInit or C_SignUpdate failed");
+			skip("signfinal_after_short_buffer", "C_SignInit or C_SignUpdate failed");
+		}
+		F->C_CloseSession(s);
 
 		/* ---- Verifying ------------------------------------------------
 		 * In software with the public key; good is a valid signature of
