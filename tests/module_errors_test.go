@@ -861,7 +861,7 @@ func TestModuleFileErrors(t *testing.T) {
 		{"garbage.key", true, "", noPEM},
 		{"wrong-label.key", true, "", `PEM label is "EC PRIVATE KEY", want "TSS2 PRIVATE KEY"` + notKeyHint},
 		{"unknown-oid.key", true, "", "type: unknown key type OID 2.23.133.10.1.9"},
-		{"sealed-oid.key", true, "", "key type 2.23.133.10.1.5 is not a loadable key (2.23.133.10.1.3)"},
+		{"sealed-oid.key", true, "", "key type 2.23.133.10.1.5 is not a loadable key (2.23.133.10.1.3) (hint: the file holds sealed data or a key for import, not a signing key: make one with stpm-keygen)"},
 		{"other-tpm.key", false, "CKR_FUNCTION_FAILED", "the key was made by another TPM, this TPM was cleared since, or the key file's parts do not belong together (TPM_RC_INTEGRITY on load) (hint: make a new key on this TPM with stpm-keygen, or restore a backup with stpm-keygen --restore)"},
 		// The TPM cannot tell a spliced file from a foreign one: both
 		// fail the private part's integrity check.

@@ -25,10 +25,12 @@ func NeedsPIN(k *keyfile.Key) bool { return !k.EmptyAuth }
 // traffic.
 func CheckKeyFile(k *keyfile.Key) error {
 	if !k.Type.Equal(keyfile.OIDLoadableKey) {
-		return newErr(ErrBadKey, nil, "", "key type %v is not a loadable key (2.23.133.10.1.3)", k.Type)
+		return newErr(ErrBadKey, nil, "the file holds sealed data or a key for import, not a signing key: make one with stpm-keygen",
+			"key type %v is not a loadable key (2.23.133.10.1.3)", k.Type)
 	}
 	if len(k.Policy) > 0 || len(k.AuthPolicy) > 0 {
-		return newErr(ErrBadKey, nil, "", "key is bound to a TPM policy, which simple-tpm-pk11 does not support")
+		return newErr(ErrBadKey, nil, "make a key without a policy with stpm-keygen",
+			"key is bound to a TPM policy, which simple-tpm-pk11 does not support")
 	}
 	pub, err := KeyPublic(k)
 	if err != nil {
