@@ -31,6 +31,9 @@ const (
 	remoteModule = "simple-tpm-pk11-bridge"
 	// EnvModule overrides where the module is looked for.
 	EnvModule = "SIMPLE_TPM_PK11_MODULE"
+	// EnvTPM selects the module's TPM (the tpm package's EnvSpec; this
+	// package does not speak to TPMs).
+	EnvTPM = "SIMPLE_TPM_PK11_TPM"
 	// moduleName is the library's file name.
 	moduleName = "libsimple-tpm-pk11.so"
 )

@@ -15,6 +15,9 @@ import (
 type ServeOptions struct {
 	Socket string // "" means DefaultSocket
 	Module string // "" means FindModule
+	// TPM is the TPM spec the module uses (SIMPLE_TPM_PK11_TPM in the
+	// server's environment); "" leaves the environment's or the config's.
+	TPM string
 }
 
 // tokenURI selects our token for p11-kit server: only it is exported.
@@ -54,13 +57,19 @@ func (o *ServeOptions) prepare() error {
 	if _, err := p11kit.FindTool(); err != nil {
 		return err
 	}
-	// A socket nobody listens on (left by a server that died) is
-	// replaced by p11kit.StartServer; a live one is another server's.
-	if p11kit.Listening(o.Socket) {
-		return &Error{Msg: fmt.Sprintf("a server already listens on %q", o.Socket),
-			Advice: "use it (P11_KIT_SERVER_ADDRESS=" + p11kit.UnixAddress(o.Socket) + "), or stop it first"}
+	return SocketFree(o.Socket)
+}
+
+// SocketFree refuses a socket that a server listens on already. A socket
+// nobody listens on (left by a server that died) is fine: p11kit.StartServer
+// replaces it.
+func SocketFree(socket string) error {
+	if !p11kit.Listening(socket) {
+		return nil
 	}
-	return nil
+	return &Error{Msg: fmt.Sprintf("a server already listens on %q", socket),
+		Advice: "use it (export P11_KIT_SERVER_ADDRESS=" + p11kit.UnixAddress(socket) +
+			`), or stop it: eval "$(stpm-bridge serve -k)" in the shell that started it, or systemctl --user stop stpm-bridge.service`}
 }
 
 // StartServer starts p11-kit server for the module on the socket, as a
@@ -69,11 +78,16 @@ func StartServer(ctx context.Context, o ServeOptions) (*p11kit.Server, error) {
 	if err := o.prepare(); err != nil {
 		return nil, err
 	}
+	env := os.Environ()
+	if o.TPM != "" {
+		// exec keeps the last of duplicate names.
+		env = append(env, EnvTPM+"="+o.TPM)
+	}
 	return p11kit.StartServer(ctx, p11kit.ServerOptions{
 		Module: o.Module,
 		Socket: o.Socket,
 		URI:    tokenURI(),
-		Env:    os.Environ(),
+		Env:    env,
 		Stderr: os.Stderr,
 	})
 }

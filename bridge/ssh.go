@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -38,6 +39,9 @@ func splitSSHArgs(args []string) (opts []string, host string, command []string, 
 		if !strings.HasPrefix(a, "-") || a == "-" {
 			return opts, a, args[i+1:], nil
 		}
+		if a == "-h" || a == "--help" || a == "-help" {
+			return nil, "", nil, errHelp
+		}
 		opts = append(opts, a)
 		// In "-vp22" the p takes the rest; in "-vp" it takes the next
 		// argument.
@@ -57,11 +61,22 @@ func splitSSHArgs(args []string) (opts []string, host string, command []string, 
 	return nil, "", nil, errors.New("no host given")
 }
 
+// errHelp is splitSSHArgs's answer to -h or --help among the options
+// (ssh itself has no such option).
+var errHelp = errors.New("help requested")
+
+// WantsHelp reports whether the arguments of "stpm-bridge ssh" ask for
+// help: -h or --help before the host.
+func WantsHelp(args []string) bool {
+	_, _, _, err := splitSSHArgs(args)
+	return errors.Is(err, errHelp)
+}
+
 // shellQuote quotes s for a POSIX shell.
 func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
 
-// remoteScript is what runs on the remote host: it makes the forwarded
-// socket private, points P11_KIT_SERVER_ADDRESS at it, links the stable
+// remoteScript is what runs on the remote host: it refuses a forwarded
+// socket that others may connect to, points P11_KIT_SERVER_ADDRESS at it, links the stable
 // path that "stpm-bridge remote-setup" registered with p11-kit, runs the
 // command or a login shell, and removes the socket and link afterwards
 // (sshd leaves the socket file behind). It needs only a POSIX sh.
@@ -79,9 +94,10 @@ func remoteScript(sock, command string) string {
 		"S=" + shellQuote(sock),
 		`L="$HOME/` + homeSubdir + "/" + forwardedName + `"`,
 		// sshd creates the socket with its StreamLocalBindMask (0177 by
-		// default, but an administrator may open it up): whoever can
-		// connect to it can sign with the workstation's TPM.
-		`if [ -S "$S" ]; then chmod 600 "$S"; case "$(ls -ld "$S")" in srw-------*) ;; *) echo "stpm-bridge: error: cannot make the forwarded socket $S private on $(hostname) (its mode: $(ls -ld "$S" | cut -c1-10))" >&2; rm -f "$S"; exit 1;; esac; ` +
+		// default, so 0600). An administrator who widened it let other
+		// users connect from the moment sshd made it: a chmod now would
+		// come too late, so the session ends instead.
+		`if [ -S "$S" ]; then case "$(ls -ld "$S")" in s???------*) ;; *) ` + refuseOpenSocket + `; rm -f "$S"; exit 1;; esac; ` +
 			`else echo "stpm-bridge: warning: the forwarded socket $S is missing on $(hostname): the token is not available in this session" >&2; fi`,
 		"P11_KIT_SERVER_ADDRESS=unix:path=$S; export P11_KIT_SERVER_ADDRESS",
 		// A socket at the stable path that nothing listens on is what a
@@ -104,6 +120,12 @@ func remoteScript(sock, command string) string {
 		"exit $?",
 	}, "; ")
 }
+
+// refuseOpenSocket is the remote script's error for a forwarded socket
+// that arrived with any permission for group or others.
+// (No apostrophe: the script travels in single quotes.)
+const refuseOpenSocket = `echo "stpm-bridge: error: the forwarded socket $S on $(hostname) arrived open to other users (mode $(ls -ld "$S" | cut -c1-10)): sshd there has a StreamLocalBindMask wider than 0177" >&2; ` +
+	`echo "stpm-bridge: hint: ask the administrator of $(hostname) to keep StreamLocalBindMask in sshd_config at its default, 0177 (sockets only their owner can use)" >&2`
 
 // octalEscape writes s for a printf format inside double quotes: letters,
 // digits and a few harmless marks as they are, every other byte as an
@@ -129,7 +151,8 @@ func remoteCommand(sock, command string) string {
 
 // RemoteSocket is a fresh path for the forwarded socket: a new name each
 // session, so a socket left by an earlier one never blocks the bind (a
-// stock sshd has StreamLocalBindUnlink off). sshd creates it 0600.
+// stock sshd has StreamLocalBindUnlink off). sshd creates it 0600 unless
+// its StreamLocalBindMask was widened (then the session is refused).
 func RemoteSocket() (string, error) {
 	b := make([]byte, 12)
 	if _, err := rand.Read(b); err != nil {
@@ -142,6 +165,9 @@ func RemoteSocket() (string, error) {
 type SSHOptions struct {
 	Args   []string // ssh options, HOST, remote command
 	Module string
+	// TPM is the TPM spec for the session's own server (see ServeOptions);
+	// with it, a running server (which may use another TPM) is not reused.
+	TPM    string
 	Socket string // local socket; "" means DefaultSocket
 	Stdin  io.Reader
 	Stdout io.Writer
@@ -155,7 +181,7 @@ type SSHOptions struct {
 func SSH(ctx context.Context, o SSHOptions) (int, error) {
 	opts, host, command, err := splitSSHArgs(o.Args)
 	if err != nil {
-		return 0, &Error{Msg: err.Error(), Advice: "usage: stpm-bridge ssh [ssh options] HOST [COMMAND]"}
+		return 0, &Error{Msg: err.Error(), Advice: "usage: stpm-bridge ssh [--tpm SPEC] [ssh options] HOST [COMMAND]"}
 	}
 	sshPath, err := exec.LookPath("ssh")
 	if err != nil {
@@ -168,14 +194,14 @@ func SSH(ctx context.Context, o SSHOptions) (int, error) {
 		}
 	}
 	var server *p11kit.Server
-	if p11kit.Listening(local) {
+	if o.TPM == "" && p11kit.Listening(local) {
 		o.Warn("using the running server at %s", local)
 	} else {
 		// A server of this session's own, on a socket of its own: a
 		// second session to the same or another host at the same time
 		// must not lose its token when this one ends.
 		local = filepath.Join(filepath.Dir(local), fmt.Sprintf("bridge-%d.sock", os.Getpid()))
-		server, err = StartServer(ctx, ServeOptions{Socket: local, Module: o.Module})
+		server, err = StartServer(ctx, ServeOptions{Socket: local, Module: o.Module, TPM: o.TPM})
 		if err != nil {
 			return 0, err
 		}
@@ -199,6 +225,13 @@ func SSH(ctx context.Context, o SSHOptions) (int, error) {
 
 	cmd := exec.Command(sshPath, args...)
 	cmd.Stdin, cmd.Stdout = o.Stdin, o.Stdout
+	// ssh must not outlive us (SIGKILL included): it would keep the
+	// forward, and with it the token, open on the remote host. The
+	// kernel's parent-death signal follows the thread that forks, so
+	// this goroutine keeps its thread until ssh has been waited for.
+	cmd.SysProcAttr = sshProcAttr()
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		return 0, err

@@ -28,6 +28,10 @@ func TestSplitSSHArgs(t *testing.T) {
 		{args: []string{"-p"}, wantErrSubstr: "ssh option -p needs an argument"},
 		{args: []string{"-v"}, wantErrSubstr: "no host given"},
 		{args: nil, wantErrSubstr: "no host given"},
+		{args: []string{"-h"}, wantErrSubstr: "help requested"},
+		{args: []string{"-v", "--help", "h"}, wantErrSubstr: "help requested"},
+		{args: []string{"-i", "-h", "h"}, opts: []string{"-i", "-h"}, host: "h"}, // an identity file named -h
+		{args: []string{"h", "--help"}, host: "h", command: []string{"--help"}},  // the remote command's
 	} {
 		opts, host, command, err := splitSSHArgs(tc.args)
 		if tc.wantErrSubstr != "" {
@@ -123,6 +127,9 @@ func TestRemoteScriptKeepsRealSockets(t *testing.T) {
 // command still runs.
 func TestRemoteScriptWithoutClient(t *testing.T) {
 	if os.Geteuid() != 0 {
+		if os.Getenv("CI") != "" {
+			t.Fatal("needs root for a private mount namespace")
+		}
 		t.Skip("needs root for a private mount namespace")
 	}
 	if _, err := exec.LookPath("unshare"); err != nil {
@@ -188,19 +195,53 @@ func unixSocketFile(t *testing.T, path string, stale bool) {
 	t.Cleanup(func() { l.Close() })
 }
 
-// TestRemoteScriptSocketMode: a forwarded socket that sshd made for
-// everyone (StreamLocalBindMask 0000) is made 0600 before the command runs.
+// TestRemoteScriptSocketMode: a forwarded socket that sshd made with any
+// permission for group or others (a widened StreamLocalBindMask) ends the
+// session before the command runs, and is removed; one only its owner can
+// use is kept for the command.
 func TestRemoteScriptSocketMode(t *testing.T) {
-	sock := filepath.Join(t.TempDir(), "s.sock")
-	unixSocketFile(t, sock, false)
-	if err := os.Chmod(sock, 0o777); err != nil {
+	host, err := os.Hostname()
+	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command("sh", "-c", remoteScript(sock, `stat -c %a "${P11_KIT_SERVER_ADDRESS#unix:path=}"`))
-	cmd.Env = []string{"HOME=" + t.TempDir(), "PATH=" + os.Getenv("PATH")}
-	out, err := cmd.Output()
-	if err != nil || string(out) != "600\n" {
-		t.Errorf("mode in the session: %q %v, want 600", out, err)
+	for _, tc := range []struct {
+		mode    os.FileMode
+		refused string // ls's mode column when refused
+	}{
+		{0o600, ""},
+		{0o700, ""},
+		{0o200, ""},
+		{0o777, "srwxrwxrwx"},
+		{0o660, "srw-rw----"},
+		{0o602, "srw-----w-"},
+		{0o620, "srw--w----"},
+	} {
+		sock := filepath.Join(t.TempDir(), "s.sock")
+		unixSocketFile(t, sock, false)
+		if err := os.Chmod(sock, tc.mode); err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command("sh", "-c", remoteScript(sock, `echo ran`))
+		cmd.Env = []string{"HOME=" + t.TempDir(), "PATH=" + os.Getenv("PATH")}
+		var stderr strings.Builder
+		cmd.Stderr = &stderr
+		out, err := cmd.Output()
+		if tc.refused == "" {
+			if err != nil || string(out) != "ran\n" || !strings.Contains(stderr.String(), "p11-kit-client.so") && stderr.Len() != 0 {
+				t.Errorf("mode %04o: %v, stdout %q, stderr %q; want the command run", tc.mode, err, out, stderr.String())
+			}
+			continue
+		}
+		want := "stpm-bridge: error: the forwarded socket " + sock + " on " + host + " arrived open to other users (mode " + tc.refused +
+			"): sshd there has a StreamLocalBindMask wider than 0177\n" +
+			"stpm-bridge: hint: ask the administrator of " + host + " to keep StreamLocalBindMask in sshd_config at its default, 0177 (sockets only their owner can use)\n"
+		var exit *exec.ExitError
+		if !errors.As(err, &exit) || exit.ExitCode() != 1 || len(out) != 0 || stderr.String() != want {
+			t.Errorf("mode %04o: %v, stdout %q, stderr:\n%s\nwant status 1, no output and:\n%s", tc.mode, err, out, stderr.String(), want)
+		}
+		if _, err := os.Lstat(sock); !os.IsNotExist(err) {
+			t.Errorf("mode %04o: the open socket is still there: %v", tc.mode, err)
+		}
 	}
 }
 

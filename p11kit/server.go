@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -125,13 +126,6 @@ func StartServer(ctx context.Context, o ServerOptions) (*Server, error) {
 	// their clients stay connected.
 	cmd.Stdout, cmd.Stderr = outW, errW
 	cmd.SysProcAttr = sysProcAttr()
-	startErr := cmd.Start()
-	if err := errors.Join(outW.Close(), errW.Close()); err != nil && startErr == nil {
-		startErr = err
-	}
-	if startErr != nil {
-		return nil, errors.Join(fmt.Errorf("p11kit: starting %s server: %w", tool, startErr), outR.Close(), errR.Close())
-	}
 	s := &Server{
 		Socket:     o.Socket,
 		cmd:        cmd,
@@ -139,11 +133,34 @@ func StartServer(ctx context.Context, o ServerOptions) (*Server, error) {
 		stderrDone: make(chan struct{}),
 		fwd:        o.Stderr,
 	}
-	go s.copyStderr(errR)
+	// The parent-death signal (Linux) follows the thread that forks, not
+	// the process: the goroutine that starts the server keeps its thread
+	// until the server has exited, so no other goroutine can end that
+	// thread (by exiting while locked to it) and the server with it.
+	started := make(chan error, 1)
 	go func() {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		if err := cmd.Start(); err != nil {
+			started <- err
+			return
+		}
+		started <- nil
 		s.waitErr = cmd.Wait()
 		close(s.done)
 	}()
+	startErr := <-started
+	if err := errors.Join(outW.Close(), errW.Close()); err != nil && startErr == nil {
+		startErr = err
+	}
+	if startErr != nil {
+		var kerr error
+		if cmd.Process != nil { // started, but our ends of its pipes would not close
+			kerr = s.kill()
+		}
+		return nil, errors.Join(fmt.Errorf("p11kit: starting %s server: %w", tool, startErr), kerr, outR.Close(), errR.Close())
+	}
+	go s.copyStderr(errR)
 	helloc := make(chan helloLines, 1)
 	go func() {
 		h := readHello(outR)

@@ -276,3 +276,106 @@ func TestBridgeForwardRefused(t *testing.T) {
 	noLocalSockets(t, tk)
 	noBridgeProcesses(t, tk)
 }
+
+// TestBridgeServeTwice: a second "stpm-bridge serve" in the background on
+// the socket a first one listens on fails before it starts anything: exit
+// 1, the cause and what to do on stderr, nothing on stdout (eval of the
+// old output would have named a process that had already exited), and the
+// first server keeps running.
+func TestBridgeServeTwice(t *testing.T) {
+	need(t, "p11-kit")
+	tk := newToken(t, false)
+	sock := filepath.Join(runtimeDir(t, tk), "simple-tpm-pk11", "bridge.sock")
+	addr, pid := startServe(t, tk.env)
+	for _, args := range [][]string{{"serve"}, {"serve", "-n", sock}, {"serve", "-c"}} {
+		cmd := command(t, filepath.Join(binDir, "stpm-bridge"), args...)
+		cmd.Env = tk.env
+		var stdout, stderr strings.Builder
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		err := cmd.Run()
+		want := fmt.Sprintf("stpm-bridge: error: a server already listens on %q\n", sock) +
+			"stpm-bridge: hint: use it (export P11_KIT_SERVER_ADDRESS=" + addr + `), or stop it: eval "$(stpm-bridge serve -k)" in the shell that started it, or systemctl --user stop stpm-bridge.service` + "\n"
+		var exit *exec.ExitError
+		if !errors.As(err, &exit) || exit.ExitCode() != 1 || stdout.Len() != 0 || stderr.String() != want {
+			t.Errorf("%v: %v\nstdout: %q\nstderr: %s\nwant status 1, no stdout and:\n%s", args, err, stdout.String(), stderr.String(), want)
+		}
+	}
+	if servers := bridgeProcesses(t, tk, "stpm-bridge"); len(servers) != 1 || servers[0].pid != pid {
+		t.Errorf("want only the first server (pid %d), found %v", pid, servers)
+	}
+	if !p11kit.Listening(sock) {
+		t.Errorf("the first server no longer listens on %s", sock)
+	}
+	stopServe(t, pid, sock)
+	noBridgeProcesses(t, tk)
+}
+
+// TestBridgeServeTPM: "serve --tpm SPEC" serves the token of that TPM,
+// whatever SIMPLE_TPM_PK11_TPM says: a signature through the served
+// socket verifies with the key made on it. A bad spec is refused before
+// anything starts.
+func TestBridgeServeTPM(t *testing.T) {
+	for _, tool := range []string{"p11-kit", "pkcs11-tool", "openssl"} {
+		need(t, tool)
+	}
+	client := clientModule(t)
+	tk := newToken(t, false)
+	sock := filepath.Join(runtimeDir(t, tk), "simple-tpm-pk11", "bridge.sock")
+	env := append(append([]string{}, tk.env...), "SIMPLE_TPM_PK11_TPM=swtpm:path=/nonexistent/swtpm.sock")
+	addr, pid := startServe(t, env, "--tpm", tk.tpm.Spec)
+	data := tk.write(t, "data", []byte("served from the TPM of --tpm\n"))
+	sign := command(t, "pkcs11-tool", "--module", client, "--sign", "--id", tk.id(t, "rsa"), "-m", "SHA256-RSA-PKCS",
+		"-i", data, "-o", tk.path("sig"))
+	sign.Env = append(cleanEnv(), "P11_KIT_SERVER_ADDRESS="+addr, "HOME="+t.TempDir())
+	if out, err := sign.CombinedOutput(); err != nil {
+		t.Fatalf("pkcs11-tool --sign through serve --tpm: %v\n%s", err, out)
+	}
+	verify := command(t, "openssl", "dgst", "-sha256", "-verify", tk.pem(t, "rsa"), "-signature", tk.path("sig"), data)
+	if out, err := verify.CombinedOutput(); err != nil || !strings.Contains(string(out), "Verified OK") {
+		t.Errorf("openssl: %v\n%s", err, out)
+	}
+	stopServe(t, pid, sock)
+
+	bad := command(t, filepath.Join(binDir, "stpm-bridge"), "serve", "--tpm", "swtpm:port=x")
+	bad.Env = tk.env
+	var stdout, stderr strings.Builder
+	bad.Stdout, bad.Stderr = &stdout, &stderr
+	err := bad.Run()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 1 || stdout.Len() != 0 ||
+		!strings.HasPrefix(stderr.String(), `stpm-bridge: error: bad TPM spec "swtpm:port=x": port must be a number from 1 to 65535 (from --tpm)`+"\n") {
+		t.Errorf("serve --tpm swtpm:port=x: %v\nstdout: %q\nstderr: %s", err, stdout.String(), stderr.String())
+	}
+	if exists(sock) {
+		t.Errorf("%s exists after a refused --tpm", sock)
+	}
+	noBridgeProcesses(t, tk)
+}
+
+// TestBridgeSubcommandHelp: -h and --help after any command print the
+// usage on stdout with status 0 ("stpm-bridge ssh --help" once said "no
+// host given"); after the host they belong to the remote command.
+func TestBridgeSubcommandHelp(t *testing.T) {
+	bin := filepath.Join(binDir, "stpm-bridge")
+	usage, err := command(t, bin, "--help").Output()
+	if err != nil || !strings.HasPrefix(string(usage), "Usage:\n") {
+		t.Fatalf("stpm-bridge --help: %v\n%s", err, usage)
+	}
+	for _, sub := range []string{"ssh", "serve", "remote-setup", "register", "unregister"} {
+		for _, flag := range []string{"-h", "--help"} {
+			cmd := command(t, bin, sub, flag)
+			cmd.Env = append(cleanEnv(), "HOME="+t.TempDir())
+			var stdout, stderr strings.Builder
+			cmd.Stdout, cmd.Stderr = &stdout, &stderr
+			if err := cmd.Run(); err != nil || stdout.String() != string(usage) || stderr.Len() != 0 {
+				t.Errorf("stpm-bridge %s %s: %v\nstdout: %q\nstderr: %q\nwant status 0 and the usage on stdout only", sub, flag, err, stdout.String(), stderr.String())
+			}
+		}
+	}
+	for _, args := range [][]string{{"ssh", "-v", "--help"}, {"ssh", "-o", "BatchMode=yes", "-h"}} {
+		out, err := command(t, bin, args...).Output()
+		if err != nil || string(out) != string(usage) {
+			t.Errorf("stpm-bridge %v: %v\n%s", args, err, out)
+		}
+	}
+}

@@ -575,13 +575,14 @@ func bridgeProcesses(t testing.TB, tk *token, names ...string) []bridgeProc {
 }
 
 // noBridgeProcesses fails the test if a p11-kit server, p11-kit-remote
-// or stpm-bridge of this token is still running a few seconds after the
-// session ended (p11-kit-remote exits when its client hangs up).
-func noBridgeProcesses(t testing.TB, tk *token) {
+// or stpm-bridge of this token (or a process named one of names) is still
+// running a few seconds after the session ended (p11-kit-remote exits
+// when its client hangs up).
+func noBridgeProcesses(t testing.TB, tk *token, names ...string) {
 	t.Helper()
 	var left []bridgeProc
 	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
-		if left = bridgeProcesses(t, tk); len(left) == 0 {
+		if left = bridgeProcesses(t, tk, names...); len(left) == 0 {
 			return
 		}
 	}
@@ -749,14 +750,104 @@ func atoi(t testing.TB, s string) int {
 }
 
 // TestBridgeOpenSocketMask: an sshd that creates forwarded sockets for
-// everyone (StreamLocalBindMask 0000): the session's socket is still
-// 0600 by the time the command runs.
+// everyone (StreamLocalBindMask 0000) let other users connect before any
+// chmod could run: the session is refused before the command runs, with
+// the cause and the fix, and the socket is removed.
 func TestBridgeOpenSocketMask(t *testing.T) {
 	rh := newRemoteHost(t, false, "ec256", "StreamLocalBindMask 0000")
-	stdout, stderr, err := runBridge(t, rh.tk, append(rh.outer, `stat -c "mode=%a" "${P11_KIT_SERVER_ADDRESS#unix:path=}"`)...)
-	if err != nil || stdout != "mode=600\n" {
-		t.Errorf("got %v\nstdout: %s\nstderr: %s", err, stdout, stderr)
+	host, err := os.Hostname()
+	if err != nil {
+		t.Fatal(err)
 	}
+	before := remoteSockets(t)
+	stdout, stderr, err := runBridge(t, rh.tk, append(rh.outer, "echo command-ran")...)
+	want := regexp.MustCompile(`^stpm-bridge: error: the forwarded socket /tmp/stpm-bridge\.[0-9a-f]{24}\.sock on ` + regexp.QuoteMeta(host) +
+		` arrived open to other users \(mode srwxrwxrwx\): sshd there has a StreamLocalBindMask wider than 0177\n` +
+		`stpm-bridge: hint: ask the administrator of ` + regexp.QuoteMeta(host) +
+		` to keep StreamLocalBindMask in sshd_config at its default, 0177 \(sockets only their owner can use\)\n$`)
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 1 || stdout != "" || !want.MatchString(stderr) {
+		t.Errorf("got %v\nstdout: %s\nstderr: %s\nwant status 1, no output and stderr matching %s", err, stdout, stderr, want)
+	}
+	if after := remoteSockets(t); len(after) > len(before) {
+		t.Errorf("forwarded sockets left in /tmp: %v", after)
+	}
+	noLocalSockets(t, rh.tk)
+	noBridgeProcesses(t, rh.tk)
+}
+
+// TestBridgeKilled: stpm-bridge ssh killed with SIGKILL in the middle of
+// a session takes ssh and its p11-kit server with it (the kernel's
+// parent-death signal): nothing keeps the token forwarded. The session
+// also uses --tpm: the server signs with that TPM although the
+// environment names another.
+func TestBridgeKilled(t *testing.T) {
+	rh := newRemoteHost(t, false, "ec256")
+	tk := rh.tk
+	nested := nestedSSH(t, rh.srv, clientModule(t), "")
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	args := append([]string{"ssh", "--tpm", tk.tpm.Spec}, rh.outer...)
+	cmd := exec.CommandContext(ctx, filepath.Join(binDir, "stpm-bridge"), append(args, nested+"; echo session-ready; cat")...)
+	cmd.Env = append(append([]string{}, tk.env...), "SIMPLE_TPM_PK11_TPM=swtpm:path=/nonexistent/swtpm.sock")
+	cmd.Dir = tk.dir
+	var errb strings.Builder
+	cmd.Stderr = &errb
+	// Pipes of our own, which Wait does not close: the end of ssh's
+	// standard input would end the session by itself.
+	inR, inW, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer inW.Close()
+	stdout, outW, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stdout.Close()
+	cmd.Stdin, cmd.Stdout = inR, outW
+	err = cmd.Start()
+	if cerr := errors.Join(inR.Close(), outW.Close()); cerr != nil {
+		t.Fatal(cerr)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := []string{"ssh", "p11-kit", "p11-kit-server", "p11-kit-remote", "stpm-bridge"}
+	t.Cleanup(func() {
+		// Only when the test failed: what the bridge left running.
+		for _, p := range bridgeProcesses(t, tk, names...) {
+			if err := syscall.Kill(p.pid, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
+				t.Error(err)
+			}
+		}
+	})
+	var out strings.Builder
+	buf := make([]byte, 4096)
+	for !strings.Contains(out.String(), "session-ready\n") {
+		n, err := stdout.Read(buf)
+		out.Write(buf[:n])
+		if err != nil {
+			if werr := cmd.Wait(); werr != nil {
+				t.Logf("stpm-bridge ssh: %v", werr)
+			}
+			t.Fatalf("the session ended before it was ready: %v\nstdout: %s\nstderr: %s", err, out.String(), errb.String())
+		}
+	}
+	if !strings.Contains(out.String(), "nested-ok\n") {
+		t.Errorf("the nested login with --tpm failed:\n%s\nstderr: %s", out.String(), errb.String())
+	}
+	if len(bridgeProcesses(t, tk, "ssh")) == 0 {
+		t.Fatal("no ssh of the session found: the check below would prove nothing")
+	}
+	if err := cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	var exit *exec.ExitError
+	if err := cmd.Wait(); !errors.As(err, &exit) || exit.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
+		t.Errorf("stpm-bridge ssh: %v, want killed by SIGKILL", err)
+	}
+	noBridgeProcesses(t, tk, names...)
 }
 
 // TestBridgeReuse: with "stpm-bridge serve" running, "stpm-bridge ssh"

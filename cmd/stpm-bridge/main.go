@@ -4,7 +4,9 @@
 package main
 
 import (
+	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -12,19 +14,21 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
 	"github.com/simple-tpm-pk11/simple-tpm-pk11/bridge"
 	"github.com/simple-tpm-pk11/simple-tpm-pk11/internal/cli"
 	"github.com/simple-tpm-pk11/simple-tpm-pk11/p11kit"
+	"github.com/simple-tpm-pk11/simple-tpm-pk11/tpm"
 )
 
 const synopsis = "stpm-bridge serve|ssh|remote-setup|register|unregister ..."
 
 const usage = `Usage:
-    stpm-bridge ssh [ssh options] HOST [COMMAND]
-    stpm-bridge serve [-n SOCKET] [-f] [-s|-c] [--module PATH]
+    stpm-bridge ssh [--tpm SPEC] [ssh options] HOST [COMMAND]
+    stpm-bridge serve [-n SOCKET] [-f] [-s|-c] [--module PATH] [--tpm SPEC]
     stpm-bridge serve -k
     stpm-bridge remote-setup [--remove] [-f]
     stpm-bridge register [--module PATH] [-f]
@@ -37,12 +41,14 @@ p11-kit server on a private socket and forwarded with ssh -R.
                   forwarded: on HOST, P11_KIT_SERVER_ADDRESS points at it, so
                   "ssh -o PKCS11Provider=p11-kit-client.so other-host" and
                   "ssh-keygen -D p11-kit-client.so" use the TPM key. Starts a
-                  local server for the session unless one is running.
+                  local server for the session unless one is running (and
+                  always with --tpm).
     serve         Run the local server. Prints the environment lines, like
                   p11-kit server. -f stays in the foreground; -s/-c choose sh
                   or csh syntax; -n sets the socket (default
                   $XDG_RUNTIME_DIR/simple-tpm-pk11/bridge.sock); -k stops the
-                  server named by P11_KIT_SERVER_PID.
+                  server named by P11_KIT_SERVER_PID (eval its output to
+                  unset the variables too).
     remote-setup  On the remote host: register the forwarded token with
                   p11-kit, so programs using p11-kit-proxy.so see it during
                   bridge sessions. --remove undoes it.
@@ -53,6 +59,9 @@ p11-kit server on a private socket and forwarded with ssh -R.
 Options:
     --module PATH  libsimple-tpm-pk11.so (default: beside this program,
                    ../lib, or the system's; also $SIMPLE_TPM_PK11_MODULE).
+    --tpm SPEC     TPM the served module uses: device:/dev/tpmrm0 (default),
+                   swtpm:path=SOCKET or swtpm:host=H,port=P.
+                   Also $SIMPLE_TPM_PK11_TPM or "tpm" in the config file.
     -h, --help     Show this help.
     --version      Show the version.
 
@@ -89,8 +98,30 @@ func run(args []string, ui *cli.UI) int {
 }
 
 func runSSH(args []string, ui *cli.UI) int {
+	if bridge.WantsHelp(args) {
+		fmt.Fprint(os.Stdout, usage)
+		return cli.ExitOK
+	}
+	// Our own options come first; everything after them is ssh's.
+	var tpmSpec string
+	for len(args) > 0 {
+		if v, ok := strings.CutPrefix(args[0], "--tpm="); ok {
+			tpmSpec, args = v, args[1:]
+		} else if args[0] == "--tpm" {
+			if len(args) < 2 {
+				return ui.Usage(synopsis, "flag needs an argument: -tpm")
+			}
+			tpmSpec, args = args[1], args[2:]
+		} else {
+			break
+		}
+	}
+	if code, ok := checkTPMSpec(ui, tpmSpec); !ok {
+		return code
+	}
 	code, err := bridge.SSH(context.Background(), bridge.SSHOptions{
 		Args:   args,
+		TPM:    tpmSpec,
 		Stdin:  os.Stdin,
 		Stdout: os.Stdout,
 		Stderr: os.Stderr,
@@ -103,6 +134,18 @@ func runSSH(args []string, ui *cli.UI) int {
 	return code
 }
 
+// checkTPMSpec refuses a --tpm value the module could not use, before
+// any server starts.
+func checkTPMSpec(ui *cli.UI, spec string) (int, bool) {
+	if spec == "" {
+		return 0, true
+	}
+	if _, err := tpm.ResolveSpec(spec, ""); err != nil {
+		return ui.Fail(err), false // as the other commands do
+	}
+	return 0, true
+}
+
 func runServe(args []string, ui *cli.UI) int {
 	fs := cli.NewFlagSet("stpm-bridge serve")
 	socket := fs.String("n", "", "")
@@ -111,18 +154,22 @@ func runServe(args []string, ui *cli.UI) int {
 	csh := fs.Bool("c", false, "")
 	kill := fs.Bool("k", false, "")
 	module := fs.String("module", "", "")
+	tpmSpec := fs.String("tpm", "", "")
 	if code, done := ui.Parse(fs, command, args); done {
 		return code
 	}
 	if *kill {
 		return killServer(ui)
 	}
+	if code, ok := checkTPMSpec(ui, *tpmSpec); !ok {
+		return code
+	}
 	if !*foreground {
-		return daemonize(ui, *socket, *module, *csh)
+		return daemonize(ui, *socket, *module, *tpmSpec, *csh)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	srv, err := bridge.StartServer(ctx, bridge.ServeOptions{Socket: *socket, Module: *module})
+	srv, err := bridge.StartServer(ctx, bridge.ServeOptions{Socket: *socket, Module: *module, TPM: *tpmSpec})
 	if err != nil {
 		return ui.Fail(err)
 	}
@@ -139,13 +186,27 @@ func runServe(args []string, ui *cli.UI) int {
 }
 
 // daemonize runs "serve -f" in the background, in a session of its own,
-// waits until it listens, and prints its environment lines.
-func daemonize(ui *cli.UI, socket, module string, csh bool) int {
+// and prints the environment lines that child prints once its server
+// listens: they carry the child's own pid, so what we print always names
+// the process that listens, never one that gave up.
+func daemonize(ui *cli.UI, socket, module, tpmSpec string, csh bool) int {
+	var err error
 	if socket == "" {
-		var err error
-		if socket, err = bridge.DefaultSocket(); err != nil {
-			return ui.Fail(err)
-		}
+		socket, err = bridge.DefaultSocket()
+	} else {
+		socket, err = filepath.Abs(socket)
+	}
+	if err != nil {
+		return ui.Fail(err)
+	}
+	// A fresh XDG_RUNTIME_DIR has no simple-tpm-pk11 directory yet, and
+	// the log goes there.
+	if err := bridge.MakeSocketDir(socket); err != nil {
+		return ui.Fail(err)
+	}
+	// The child would refuse too, but only into its log.
+	if err := bridge.SocketFree(socket); err != nil {
+		return ui.Fail(err)
 	}
 	exe, err := os.Executable()
 	if err != nil {
@@ -155,12 +216,7 @@ func daemonize(ui *cli.UI, socket, module string, csh bool) int {
 	if err != nil {
 		return ui.Fail(err)
 	}
-	defer devnull.Close() // read-only use; the child has its own copy
-	// A fresh XDG_RUNTIME_DIR has no simple-tpm-pk11 directory yet, and
-	// the log goes there.
-	if err := bridge.MakeSocketDir(socket); err != nil {
-		return ui.Fail(err)
-	}
+	defer devnull.Close() // the child has its own copy
 	// The background server must not hold our stderr: whoever reads it
 	// (a terminal, or a program capturing it) would wait for it forever.
 	// Its messages, and the module's, go to a log beside the socket.
@@ -174,18 +230,54 @@ func daemonize(ui *cli.UI, socket, module string, csh bool) int {
 	if err != nil {
 		return ui.Fail(err)
 	}
+	// The child's stdout is a pipe to us: it prints its lines there when
+	// its server listens, and nothing after them.
+	readyR, readyW, err := os.Pipe()
+	if err != nil {
+		return ui.Fail(err)
+	}
+	defer readyR.Close()
 	args := []string{"serve", "-f", "-n", socket}
+	if csh {
+		args = append(args, "-c")
+	}
 	if module != "" {
 		args = append(args, "--module", module)
 	}
+	if tpmSpec != "" {
+		args = append(args, "--tpm", tpmSpec)
+	}
 	cmd := exec.Command(exe, args...)
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = devnull, devnull, logFile
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = devnull, readyW, logFile
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	if err := cmd.Start(); err != nil {
+	err = cmd.Start()
+	if cerr := readyW.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
 		return ui.Fail(err)
 	}
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
+	type hello struct {
+		lines string
+		err   error
+	}
+	ready := make(chan hello, 1)
+	go func() {
+		var h hello
+		sc := bufio.NewScanner(readyR)
+		for n := 0; n < 2 && sc.Scan(); n++ {
+			h.lines += sc.Text() + "\n"
+		}
+		if strings.Count(h.lines, "\n") < 2 {
+			h.err = sc.Err()
+			if h.err == nil {
+				h.err = io.ErrUnexpectedEOF
+			}
+		}
+		ready <- h
+	}()
 	failed := func(format string, args ...any) int {
 		ui.Errorf(format, args...)
 		if b, err := os.ReadFile(logPath); err == nil && int64(len(b)) > start {
@@ -194,21 +286,39 @@ func daemonize(ui *cli.UI, socket, module string, csh bool) int {
 		ui.Hintf("its log is %q", logPath)
 		return cli.ExitError
 	}
-	deadline := time.After(15 * time.Second)
-	for !p11kit.Listening(socket) {
+	timer := time.NewTimer(15 * time.Second)
+	defer timer.Stop()
+	select {
+	case h := <-ready:
+		if h.err == nil {
+			if want := p11kit.EnvLines(p11kit.UnixAddress(socket), cmd.Process.Pid, csh); h.lines != want {
+				killChild(ui, cmd)
+				return failed("the server printed %q, want %q", h.lines, want)
+			}
+			fmt.Fprint(os.Stdout, h.lines)
+			return cli.ExitOK
+		}
+		// Its stdout closed without the lines: it is exiting.
 		select {
 		case err := <-exited:
 			return failed("the server did not start (%v)", err)
-		case <-deadline:
-			if err := cmd.Process.Kill(); err != nil {
-				ui.Warnf("%v", err)
-			}
-			return failed("the server did not listen on %q within 15 s", socket)
-		case <-time.After(20 * time.Millisecond):
+		case <-timer.C:
+			killChild(ui, cmd)
+			return failed("the server closed its output without the environment lines (%v)", h.err)
 		}
+	case err := <-exited:
+		return failed("the server did not start (%v)", err)
+	case <-timer.C:
+		killChild(ui, cmd)
+		return failed("the server did not listen on %q within 15 s", socket)
 	}
-	fmt.Fprint(os.Stdout, p11kit.EnvLines(p11kit.UnixAddress(socket), cmd.Process.Pid, csh))
-	return cli.ExitOK
+}
+
+// killChild ends a background server that failed to start.
+func killChild(ui *cli.UI, cmd *exec.Cmd) {
+	if err := cmd.Process.Kill(); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		ui.Warnf("%v", err)
+	}
 }
 
 func killServer(ui *cli.UI) int {
