@@ -7,7 +7,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -40,22 +39,7 @@ func openPTY(t *testing.T) (master, slave *os.File) {
 }
 
 // terminal collects what a program writes to its terminal.
-type terminal struct {
-	mu  sync.Mutex
-	out bytes.Buffer
-}
-
-func (tm *terminal) Write(p []byte) (int, error) {
-	tm.mu.Lock()
-	defer tm.mu.Unlock()
-	return tm.out.Write(p)
-}
-
-func (tm *terminal) String() string {
-	tm.mu.Lock()
-	defer tm.mu.Unlock()
-	return tm.out.String()
-}
+type terminal struct{ lockedBuffer }
 
 // waitFor waits until the terminal shows s.
 func (tm *terminal) waitFor(t *testing.T, s string) {
