@@ -76,10 +76,11 @@ func WantsHelp(args []string) bool {
 func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
 
 // remoteScript is what runs on the remote host: it refuses a forwarded
-// socket that others may connect to, points P11_KIT_SERVER_ADDRESS at it, links the stable
-// path that "stpm-bridge remote-setup" registered with p11-kit, runs the
-// command or a login shell, and removes the socket and link afterwards
-// (sshd leaves the socket file behind). It needs only a POSIX sh.
+// socket that others may connect to, points P11_KIT_SERVER_ADDRESS at it,
+// links the stable path that "stpm-bridge remote-setup" (or a module file
+// written by hand) registered with p11-kit, runs the command or a login
+// shell, and removes the socket and link afterwards (sshd leaves the
+// socket file behind). It needs only a POSIX sh.
 //
 // sshd hands the remote command to the user's login shell, which may be
 // csh, tcsh or fish rather than a POSIX shell. So the script is one line
@@ -106,6 +107,11 @@ func remoteScript(sock, command string) string {
 		// A live one belongs to such a forward and stays.
 		`bound() { while read -r _ _ _ _ _ _ _ p; do if [ "$p" = "$1" ]; then return 0; fi; done < /proc/net/unix; return 1; }`,
 		`if [ -S "$L" ] && [ -r /proc/net/unix ]; then if [ -L "$L" ] || bound "$L"; then :; else rm -f "$L"; fi; fi`,
+		// A module file written by hand (no remote-setup) asks for the
+		// token through p11-kit-proxy.so, but leaves no directory for the
+		// link: make it, private. p11-kit reads ~/.config as
+		// $XDG_CONFIG_HOME when that is set.
+		`if [ ! -d "$HOME/` + homeSubdir + `" ] && [ -f "${XDG_CONFIG_HOME:-$HOME/.config}/pkcs11/modules/` + remoteModule + `.module" ]; then mkdir -m 700 "$HOME/` + homeSubdir + `"; fi`,
 		// Only ever replace a link: never a live socket or a file.
 		`if [ -d "$HOME/` + homeSubdir + `" ]; then if [ -L "$L" ]; then ln -sfn "$S" "$L"; elif [ -e "$L" ]; then :; else ln -sfn "$S" "$L"; fi; fi`,
 		"C=$(" + p11kit.ClientModuleShellProbe() + ")",

@@ -276,3 +276,62 @@ func TestRemoteScriptStaleSocket(t *testing.T) {
 		}
 	}
 }
+
+// TestRemoteScriptMakesDir: on a host where the bridge module file was
+// written by hand (no remote-setup, so no ~/.simple-tpm-pk11), the
+// session makes the directory 0700 and links the forwarded socket there,
+// where p11-kit-proxy.so looks; without the module file it makes nothing.
+func TestRemoteScriptMakesDir(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		moduleDir string // under HOME; "" means no module file
+		xdg       bool   // XDG_CONFIG_HOME set to HOME/xdg
+	}{
+		{"module-file", ".config/pkcs11/modules", false},
+		{"xdg-config-home", "xdg/pkcs11/modules", true},
+		{"no-module-file", "", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			home := t.TempDir()
+			if tc.moduleDir != "" {
+				dir := filepath.Join(home, tc.moduleDir)
+				if err := os.MkdirAll(dir, 0o755); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(filepath.Join(dir, remoteModule+".module"), []byte("remote: unix:path="+filepath.Join(home, homeSubdir, forwardedName)+"\ncritical: no\n"), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			sock := filepath.Join(t.TempDir(), "s.sock")
+			unixSocketFile(t, sock, false)
+			if err := os.Chmod(sock, 0o600); err != nil { // as sshd makes it
+				t.Fatal(err)
+			}
+			cmd := exec.Command("sh", "-c", remoteScript(sock, `readlink "$HOME/.simple-tpm-pk11/forwarded.sock" || echo no-link`))
+			cmd.Env = []string{"HOME=" + home, "PATH=" + os.Getenv("PATH")}
+			if tc.xdg {
+				cmd.Env = append(cmd.Env, "XDG_CONFIG_HOME="+filepath.Join(home, "xdg"))
+			}
+			var stderr strings.Builder
+			cmd.Stderr = &stderr
+			out, err := cmd.Output()
+			want := sock + "\n"
+			if tc.moduleDir == "" {
+				want = "no-link\n"
+			}
+			if err != nil || string(out) != want || strings.Contains(stderr.String(), "mkdir") {
+				t.Errorf("%v, stdout %q, stderr %q; want %q", err, out, stderr.String(), want)
+			}
+			fi, err := os.Lstat(filepath.Join(home, homeSubdir))
+			switch {
+			case tc.moduleDir == "" && !os.IsNotExist(err):
+				t.Errorf("without a module file the session made %s: %v %v", homeSubdir, fi, err)
+			case tc.moduleDir != "" && (err != nil || !fi.IsDir() || fi.Mode().Perm() != 0o700):
+				t.Errorf("%s after the session: %v %v, want a directory with mode 0700", homeSubdir, fi, err)
+			}
+			if _, err := os.Lstat(filepath.Join(home, homeSubdir, forwardedName)); !os.IsNotExist(err) {
+				t.Errorf("the link is still there after the session: %v", err)
+			}
+		})
+	}
+}
