@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -123,8 +124,8 @@ func TestRemoteScriptKeepsRealSockets(t *testing.T) {
 
 // TestRemoteScriptWithoutClient runs the remote side where p11-kit's
 // client module is missing (hidden by an empty tmpfs in a private mount
-// namespace): the user is told which package to install, and the
-// command still runs.
+// namespace): the user is told which package to install, in one line, and
+// the command still runs and its exit status comes back.
 func TestRemoteScriptWithoutClient(t *testing.T) {
 	if os.Geteuid() != 0 {
 		if os.Getenv("CI") != "" {
@@ -135,17 +136,30 @@ func TestRemoteScriptWithoutClient(t *testing.T) {
 	if _, err := exec.LookPath("unshare"); err != nil {
 		t.Fatal("unshare (util-linux) is missing")
 	}
+	host, err := os.Hostname()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(t.TempDir(), "s.sock")
+	unixSocketFile(t, sock, false)
+	if err := os.Chmod(sock, 0o600); err != nil { // as sshd makes it
+		t.Fatal(err)
+	}
 	hide := `for d in /usr/lib/*/pkcs11 /usr/lib64/pkcs11 /usr/lib/pkcs11; do if [ -d "$d" ]; then mount -t tmpfs none "$d" || exit 99; fi; done; exec sh -c "$0"`
 	cmd := exec.Command("unshare", "--mount", "--propagation", "private", "sh", "-c", hide,
-		remoteScript(filepath.Join(t.TempDir(), "s.sock"), "echo ran"))
+		remoteScript(sock, "echo ran; exit 3"))
 	cmd.Env = []string{"HOME=" + t.TempDir(), "PATH=" + os.Getenv("PATH")}
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("%v: %s", err, out)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 3 || string(out) != "ran\n" {
+		t.Errorf("%v, stdout %q; want the command run and its status 3\nstderr:\n%s", err, out, stderr.String())
 	}
-	if !strings.Contains(string(out), "stpm-bridge: warning: p11-kit-client.so not found on ") ||
-		!strings.Contains(string(out), "install p11-kit-modules (Debian, Ubuntu)") || !strings.Contains(string(out), "ran\n") {
-		t.Errorf("got:\n%s", out)
+	want := regexp.MustCompile(`\Astpm-bridge: warning: p11-kit-client\.so not found on ` + regexp.QuoteMeta(host) +
+		`: install p11-kit-modules \(Debian, Ubuntu\) or p11-kit-server \(Fedora\)\n\z`)
+	if !want.MatchString(stderr.String()) {
+		t.Errorf("stderr:\n%s\nwant exactly one line matching %s", stderr.String(), want)
 	}
 }
 
