@@ -435,32 +435,60 @@ func newRemoteHostFor(t *testing.T, u *user.User, pin bool, tpmKey string, sshdC
 }
 
 // TestBridgeConcurrent: two bridge sessions at once each have their own
-// server; when the first ends, the second keeps its token.
+// server (two p11-kit servers while both run); when the first ends, the
+// second keeps its token; both exit 0 and leave nothing behind.
 func TestBridgeConcurrent(t *testing.T) {
 	rh := newRemoteHost(t, false, "ec256")
 	tk, outer := rh.tk, rh.outer
 	nested := nestedSSH(t, rh.srv, clientModule(t), "")
+	// Both sessions sign, then wait for the test to have seen their
+	// servers: the file go appears (bounded: 60 s).
+	release := filepath.Join(sharedDir(t), "go")
+	wait := `i=0; until [ -e ` + release + ` ] || [ $i -ge 600 ]; do sleep 0.1; i=$((i+1)); done`
+	released := false
+	letGo := func() {
+		if released {
+			return
+		}
+		released = true
+		if err := os.WriteFile(release, nil, 0o644); err != nil {
+			t.Error(err)
+		}
+	}
+	defer letGo()
 	type result struct {
 		out, errOut string
 		err         error
 	}
 	short, long := make(chan result, 1), make(chan result, 1)
 	go func() {
-		o, e, err := runBridge(t, tk, slices.Concat(outer, []string{nested})...)
+		o, e, err := runBridge(t, tk, slices.Concat(outer, []string{nested + "; " + wait})...)
 		short <- result{o, e, err}
 	}()
 	go func() {
 		// Signs again after the short session has ended.
-		o, e, err := runBridge(t, tk, slices.Concat(outer, []string{nested + "; sleep 2; " + nested})...)
+		o, e, err := runBridge(t, tk, slices.Concat(outer, []string{nested + "; " + wait + "; sleep 2; " + nested})...)
 		long <- result{o, e, err}
 	}()
+	var servers []bridgeProc
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		if servers = bridgeProcesses(t, tk, "p11-kit-server"); len(servers) == 2 && servers[0].pid != servers[1].pid {
+			break
+		}
+	}
+	if len(servers) != 2 || servers[0].pid == servers[1].pid || servers[0].cmdline == servers[1].cmdline {
+		t.Errorf("while both sessions run, want two p11-kit servers on sockets of their own, found %v", servers)
+	}
+	letGo()
 	for name, ch := range map[string]chan result{"short": short, "long": long} {
 		r := <-ch
 		want := map[string]int{"short": 1, "long": 2}[name]
 		if r.err != nil || strings.Count(r.out, "nested-ok") != want {
-			t.Errorf("%s session: %v\nstdout: %s\nstderr: %s", name, r.err, r.out, r.errOut)
+			t.Errorf("%s session: %v (want exit 0 and %d logins)\nstdout: %s\nstderr: %s", name, r.err, want, r.out, r.errOut)
 		}
 	}
+	noLocalSockets(t, tk)
+	noBridgeProcesses(t, tk)
 }
 
 // TestBridgeServerKilled: the local server dies during a session: the
