@@ -1077,3 +1077,37 @@ func TestModuleSoak(t *testing.T) {
 	}
 	tk.noTransient(t)
 }
+
+// TestModuleFullTPM: the swtpm's three transient slots are taken by
+// objects a dead client left (swtpm has no resource manager). The
+// module unloads them and retries, so C_Sign succeeds with every key,
+// logs nothing and writes nothing, and leaves the TPM empty (swtpmtest
+// checks that at the end of the test).
+func TestModuleFullTPM(t *testing.T) {
+	tk := newToken(t, false)
+	ctx := t.TempDir()
+	for i := range 3 {
+		tk.tpm.Tool(t, "tpm2_createprimary", "-C", "o", "-c", filepath.Join(ctx, fmt.Sprintf("p%d.ctx", i)))
+	}
+	if hs := tk.tpm.TransientHandles(t); len(hs) != 3 {
+		t.Fatalf("the TPM holds %d transient objects, want 3 (full): %v", len(hs), hs)
+	}
+	var p *probeResult
+	assertUnchanged(t, tk.home, func() { p = probe(t, tk.env, nil) })
+	p.checkCheap(t, "1")
+	if p.rv("C_GetTokenInfo") != "CKR_OK" {
+		t.Errorf("C_GetTokenInfo: %s", p.rv("C_GetTokenInfo"))
+	}
+	signs := p.signs()
+	if len(signs) != len(testKeys) {
+		t.Errorf("%d keys signed, want %d:\n%s", len(signs), len(testKeys), p.stdout)
+	}
+	for label, f := range signs {
+		if f["name"] != "CKR_OK" || f["verified"] != "1" {
+			t.Errorf("C_Sign with %s on a full TPM: %v, want CKR_OK and a signature that verifies", label, f)
+		}
+	}
+	if len(p.log) != 0 {
+		t.Errorf("log lines:\n%s", strings.Join(p.log, "\n"))
+	}
+}

@@ -533,39 +533,90 @@ func startServer(t testing.TB, env []string) *p11kit.Server {
 }
 
 // TestModuleLockout: through the module, wrong PINs count down in the
-// token flags, the TPM's lockout gives CKR_PIN_LOCKED, and once the
-// lockout has passed the right PIN works again.
+// token flags, the TPM's lockout gives CKR_PIN_LOCKED (to C_Login, and
+// to C_Sign with every key the lockout covers, PIN or not), and once
+// the lockout has passed the right PIN works again. Each failing call
+// logs exactly one line, and nothing under HOME is written.
 func TestModuleLockout(t *testing.T) {
 	need(t, "pkcs11-tool")
 	tk := newToken(t, true)
 	// Two tries, one forgiven every 2 s.
 	tk.tpm.Tool(t, "tpm2_dictionarylockout", "-s", "-n", "2", "-t", "2", "-l", "1")
-	// login tries a PIN that must fail and returns what was printed.
-	login := func(pin string) string {
+	const (
+		logPrefix = `^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3} simple-tpm-pk11\[\d+\]: error: `
+		locked    = `the TPM is locked out after too many wrong PINs; it accepts a new try in about 2s \(hint: wait, or clear the lockout with 'tpm2_dictionarylockout --clear-lockout' \(needs the lockout authorization\)\)`
+	)
+	key := func(label string) string {
+		return "key " + label + " " + regexp.QuoteMeta("("+tk.path(label+".key")+")") + ": "
+	}
+	lockedSigns := []string{}
+	for _, k := range testKeys {
+		lockedSigns = append(lockedSigns, "C_Sign: CKR_PIN_LOCKED: "+key(k.name)+locked)
+	}
+	// login runs p11host's probe with pin (C_Login, then C_Sign with
+	// every key found) and checks the codes and that the module's log
+	// is exactly lines, one per failing call, in order.
+	login := func(pin, loginRV, signRV string, lines ...string) {
 		t.Helper()
-		out, err := tk.run(t, "pkcs11-tool", "--module", modulePath, "--login", "--pin", pin, "-O")
-		if err == nil {
-			t.Fatalf("login with %s succeeded:\n%s", pin, out)
+		p := probe(t, tk.env, nil, "--pin", pin)
+		if got := p.rv("C_Login"); got != loginRV {
+			t.Fatalf("C_Login with %s: %s, want %s:\n%s", pin, got, loginRV, p.stdout)
 		}
-		return out
+		wantKeys := len(testKeys)
+		if loginRV == "CKR_OK" {
+			wantKeys++ // the PIN key shows once logged in
+		}
+		signs := p.signs()
+		if len(signs) != wantKeys {
+			t.Errorf("%d keys signed, want %d:\n%s", len(signs), wantKeys, p.stdout)
+		}
+		for label, f := range signs {
+			if f["name"] != signRV || (signRV == "CKR_OK" && f["verified"] != "1") {
+				t.Errorf("C_Sign with %s after C_Login with %s: %v, want %s", label, pin, f, signRV)
+			}
+		}
+		if len(p.log) != len(lines) {
+			t.Errorf("C_Login with %s: %d log lines, want %d:\n%s", pin, len(p.log), len(lines), strings.Join(p.log, "\n"))
+			return
+		}
+		for i, l := range lines {
+			if re := regexp.MustCompile(logPrefix + l + "$"); !re.MatchString(p.log[i]) {
+				t.Errorf("C_Login with %s: log line %d:\n%s\nwant it to match\n%s", pin, i+1, p.log[i], re)
+			}
+		}
 	}
-	if out := login("000000"); !strings.Contains(out, "CKR_PIN_INCORRECT") || !strings.Contains(out, "(1 try remaining)") {
-		t.Fatalf("first wrong PIN:\n%s", out)
+	// flags lists the token with pkcs11-tool; the module must log nothing.
+	flags := func() string {
+		t.Helper()
+		ctx, cancel := contextTimeout(2 * time.Minute)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, "pkcs11-tool", "--module", modulePath, "-L")
+		cmd.Dir, cmd.Env = tk.dir, tk.env
+		var stdout, stderr bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		if err := cmd.Run(); err != nil {
+			t.Fatalf("pkcs11-tool -L: %v\n%s%s", err, stdout.String(), stderr.String())
+		}
+		if stderr.Len() != 0 {
+			t.Errorf("pkcs11-tool -L: stderr:\n%s", stderr.String())
+		}
+		return stdout.String()
 	}
-	if out := tk.mustRun(t, "pkcs11-tool", "--module", modulePath, "-L"); !strings.Contains(out, "user PIN count low") || !strings.Contains(out, "final user PIN try") {
-		t.Errorf("token flags after a wrong PIN:\n%s", out)
-	}
-	if out := login("000000"); !strings.Contains(out, "CKR_PIN_INCORRECT") {
-		t.Fatalf("second wrong PIN:\n%s", out)
-	}
-	if out := tk.mustRun(t, "pkcs11-tool", "--module", modulePath, "-L"); !strings.Contains(out, "user PIN locked") {
-		t.Errorf("token flags when locked out:\n%s", out)
-	}
-	if out := login(testPIN); !strings.Contains(out, "CKR_PIN_LOCKED") || !strings.Contains(out, "accepts a new try in about 2s") {
-		t.Fatalf("right PIN during lockout:\n%s", out)
-	}
-	time.Sleep(4500 * time.Millisecond) // both failures forgiven
-	if out, err := tk.run(t, "pkcs11-tool", "--module", modulePath, "--login", "--pin", testPIN, "-O"); err != nil {
-		t.Fatalf("right PIN after the lockout passed: %v\n%s", err, out)
-	}
+	assertUnchanged(t, tk.home, func() {
+		login("000000", "CKR_PIN_INCORRECT", "CKR_OK",
+			"C_Login: CKR_PIN_INCORRECT: "+key("pin")+regexp.QuoteMeta("incorrect PIN (1 try remaining) (hint: check the PIN (or key_pin in the config); each wrong one counts toward the TPM's dictionary-attack lockout)"))
+		if out := flags(); !strings.Contains(out, "user PIN count low") || !strings.Contains(out, "final user PIN try") {
+			t.Errorf("token flags after a wrong PIN:\n%s", out)
+		}
+		login("000000", "CKR_PIN_INCORRECT", "CKR_PIN_LOCKED", append([]string{
+			"C_Login: CKR_PIN_INCORRECT: " + key("pin") + regexp.QuoteMeta("incorrect PIN (0 tries remaining) (hint: the TPM is now locked out; it accepts a new try in about 2s)")},
+			lockedSigns...)...)
+		if out := flags(); !strings.Contains(out, "user PIN locked") {
+			t.Errorf("token flags when locked out:\n%s", out)
+		}
+		login(testPIN, "CKR_PIN_LOCKED", "CKR_PIN_LOCKED", append([]string{
+			"C_Login: CKR_PIN_LOCKED: " + key("pin") + locked}, lockedSigns...)...)
+		time.Sleep(4500 * time.Millisecond) // both failures forgiven
+		login(testPIN, "CKR_OK", "CKR_OK")
+	})
 }
