@@ -80,12 +80,18 @@ func (ks KeySpec) curve() tpm2.TPMECCCurve {
 // decrypt attribute the key cannot be abused as a decryption oracle. The
 // scheme is NULL so each signature picks its own (PKCS#1 v1.5 or PSS, any
 // hash), which ssh's rsa-sha2-256 and rsa-sha2-512 both need.
+//
+// A key with a PIN is under the TPM's dictionary-attack protection. A key
+// without one has no secret to guess, and is left out of it (noDA): else
+// a lockout caused by wrong PINs for one key would stop every other key
+// from signing too, ssh logins with no PIN included.
 func (ks KeySpec) template(imported bool) tpm2.TPMTPublic {
 	attrs := tpm2.TPMAObject{
 		FixedTPM:            !imported,
 		FixedParent:         !imported,
 		SensitiveDataOrigin: !imported,
 		UserWithAuth:        true,
+		NoDA:                len(ks.PIN) == 0,
 		SignEncrypt:         true,
 	}
 	if ks.Type == ECDSA {

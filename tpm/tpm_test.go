@@ -159,8 +159,8 @@ func TestCreateAndSign(t *testing.T) {
 				t.Fatal(err)
 			}
 			a := tpub.ObjectAttributes
-			if !a.FixedTPM || !a.FixedParent || !a.SensitiveDataOrigin || !a.UserWithAuth || !a.SignEncrypt || a.Decrypt || a.Restricted || a.NoDA {
-				t.Errorf("attributes %+v: want fixedTPM fixedParent sensitiveDataOrigin userWithAuth sign, no decrypt/restricted/noDA", a)
+			if !a.FixedTPM || !a.FixedParent || !a.SensitiveDataOrigin || !a.UserWithAuth || !a.SignEncrypt || a.Decrypt || a.Restricted || !a.NoDA {
+				t.Errorf("attributes %+v: want fixedTPM fixedParent sensitiveDataOrigin userWithAuth sign noDA (no PIN to guess), no decrypt/restricted", a)
 			}
 			for _, o := range tc.opts {
 				digest := d256[:]
@@ -182,6 +182,9 @@ func TestPIN(t *testing.T) {
 	k := createKey(t, tp, KeySpec{Type: ECDSA, Bits: 256, PIN: []byte("1234")})
 	if k.EmptyAuth || !NeedsPIN(k) {
 		t.Fatal("key with a PIN must not have emptyAuth")
+	}
+	if pub, err := KeyPublic(k); err != nil || pub.ObjectAttributes.NoDA {
+		t.Fatalf("key with a PIN: noDA set (%v), want dictionary-attack protection", err)
 	}
 	d := sha256.Sum256([]byte("x"))
 	_, err := tp.SignDigest(k, nil, []byte("9999"), d[:], SignOpts{Hash: crypto.SHA256})
