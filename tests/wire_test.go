@@ -18,21 +18,8 @@ import (
 // wireTap is a unix socket in front of a swtpm that records every byte
 // its clients send.
 type wireTap struct {
-	mu   sync.Mutex
-	sent bytes.Buffer
+	sent lockedBuffer
 	wg   sync.WaitGroup
-}
-
-func (w *wireTap) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.sent.Write(p)
-}
-
-func (w *wireTap) bytes() []byte {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return bytes.Clone(w.sent.Bytes())
 }
 
 // startWireTap listens on a socket of its own and relays each connection
@@ -68,7 +55,7 @@ func startWireTap(t *testing.T, target string) (*wireTap, string) {
 			go func() {
 				defer w.wg.Done()
 				// Client to TPM, recorded; then tell the TPM we are done.
-				if _, err := io.Copy(io.MultiWriter(s, w), c); err != nil && !errors.Is(err, net.ErrClosed) {
+				if _, err := io.Copy(io.MultiWriter(s, &w.sent), c); err != nil && !errors.Is(err, net.ErrClosed) {
 					t.Logf("wire tap: %v", err)
 				}
 				if err := s.(*net.UnixConn).CloseWrite(); err != nil {
@@ -128,7 +115,7 @@ func TestPINNotOnTheWire(t *testing.T) {
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("pkcs11-tool --sign: %v\n%s", err, out)
 	}
-	sent := tap.bytes()
+	sent := []byte(tap.sent.String())
 	if len(sent) < 1000 {
 		t.Fatalf("recorded only %d bytes: the commands did not go through the tap", len(sent))
 	}
