@@ -88,10 +88,7 @@ bench: deps build
 # Anything a fuzzer finds lands in PKG/testdata/fuzz and from then on runs
 # as a regression test in every `go test`.
 fuzz:
-	@for t in $(FUZZ); do \
-		echo "fuzz $$t for $(FUZZTIME)"; \
-		$(GO) test ./$${t%%:*}/ -run '^$$' -fuzz "^$${t#*:}\$$" -fuzztime $(FUZZTIME) || exit 1; \
-	done
+	@GO=$(GO) FUZZTIME=$(FUZZTIME) bash scripts/fuzz.sh $(FUZZ)
 
 # The p11-kit module file names the installed path (without DESTDIR). p11-kit
 # reads /usr/share/p11-kit/modules: a PREFIX=/usr install is picked up as
