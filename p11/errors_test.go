@@ -62,20 +62,9 @@ func TestLoginTPMUnreachable(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := New()
-	m.LoadConfig = func() (*config.Config, error) {
+	m := startModule(t, func() (*config.Config, error) {
 		return config.Parse(strings.NewReader("key pin.key\n"), filepath.Join(dir, "config")), nil
-	}
-	m.OpenTPM = func(tpm.Spec) *tpm.TPM { return tpm.Open(spec) }
-	m.Getenv = func(string) string { return "" }
-	if err := m.Initialize(InitArgs{}); err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		if err := m.Finalize(); err != nil {
-			t.Error(err)
-		}
-	}()
+	}, tpm.Open(spec))
 	h := open(t, m)
 	for _, pin := range []string{testPIN, "9999"} {
 		err := m.Login(h, CKU_USER, []byte(pin))

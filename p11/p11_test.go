@@ -132,16 +132,25 @@ func writeCert(keyPath, certPath string) error {
 func newModule(t testing.TB, text string) *Module {
 	t.Helper()
 	dir := makeKeys(t)
-	m := New()
-	m.LoadConfig = func() (*config.Config, error) {
+	m := startModule(t, func() (*config.Config, error) {
 		return config.Parse(strings.NewReader(text), filepath.Join(dir, "config")), nil
-	}
-	m.OpenTPM = func(tpm.Spec) *tpm.TPM { return tpm.FromTransport(sim) }
+	}, tpm.FromTransport(sim))
+	m.log.Store(NewLogger(io.Discard, true)) // debug on: every path that logs runs
+	return m
+}
+
+// startModule returns a module initialized with the config load gives
+// and the TPM tp, finalized when the test ends; the module lock must be
+// free by then.
+func startModule(t testing.TB, load func() (*config.Config, error), tp *tpm.TPM) *Module {
+	t.Helper()
+	m := New()
+	m.LoadConfig = load
+	m.OpenTPM = func(tpm.Spec) *tpm.TPM { return tp }
 	m.Getenv = func(string) string { return "" }
 	if err := m.Initialize(InitArgs{Flags: CKF_OS_LOCKING_OK}); err != nil {
 		t.Fatal(err)
 	}
-	m.log.Store(NewLogger(io.Discard, true)) // debug on: every path that logs runs
 	t.Cleanup(func() {
 		if !m.mu.TryLock() {
 			t.Error("the module lock is still held at the end of the test")
@@ -912,18 +921,7 @@ func TestFilesChangeWhileLoaded(t *testing.T) {
 	if err := os.WriteFile(cfgPath, []byte("key ec.key\nkey rsa.key\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	m := New()
-	m.LoadConfig = func() (*config.Config, error) { return config.Load(cfgPath) }
-	m.OpenTPM = func(tpm.Spec) *tpm.TPM { return tpm.FromTransport(sim) }
-	m.Getenv = func(string) string { return "" }
-	if err := m.Initialize(InitArgs{}); err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		if err := m.Finalize(); err != nil {
-			t.Error(err)
-		}
-	}()
+	m := startModule(t, func() (*config.Config, error) { return config.Load(cfgPath) }, tpm.FromTransport(sim))
 	h := open(t, m)
 	key := find(t, m, h, Attribute{CKA_LABEL, []byte("ec")}, Attribute{CKA_CLASS, ulong(CKO_PRIVATE_KEY)})[0]
 	if err := os.WriteFile(cfgPath, []byte("key rsa.key\n"), 0o600); err != nil {

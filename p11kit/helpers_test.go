@@ -1,7 +1,6 @@
 package p11kit
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"os"
@@ -9,9 +8,10 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/simple-tpm-pk11/simple-tpm-pk11/internal/testutil"
 )
 
 // missing skips the test, or fails it in CI, when a tool is absent.
@@ -50,24 +50,8 @@ func trustModule(t *testing.T) string {
 	return needFile(t, func() (string, error) { return FindPKCS11Module("p11-kit-trust.so", "p11-kit-modules") })
 }
 
-// sharedDir is a fresh directory that other users can traverse (t.TempDir
-// is 0700), removed at the end of the test.
-func sharedDir(t *testing.T) string {
-	t.Helper()
-	d, err := os.MkdirTemp("", "p11kit-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := os.RemoveAll(d); err != nil {
-			t.Error(err)
-		}
-	})
-	if err := os.Chmod(d, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	return d
-}
+// sharedDir is a fresh directory that other users can traverse.
+func sharedDir(t *testing.T) string { return testutil.SharedDir(t, "p11kit-") }
 
 // startTrust exports p11-kit's trust module on a socket in dir.
 func startTrust(t *testing.T, sock, uri string) *Server {
@@ -122,19 +106,4 @@ func children(t *testing.T, pid int) []string {
 }
 
 // lockedBuffer is an io.Writer safe for the stderr goroutine.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
+type lockedBuffer = testutil.LockedBuffer

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/simple-tpm-pk11/simple-tpm-pk11/internal/sshtest"
+	"github.com/simple-tpm-pk11/simple-tpm-pk11/internal/testutil"
 	"github.com/simple-tpm-pk11/simple-tpm-pk11/p11kit"
 )
 
@@ -76,22 +77,7 @@ func fileKey(t testing.TB) (path, pub string) {
 
 // sharedDir is a directory other local users can read (for known_hosts
 // copies and askpass programs used by the test user).
-func sharedDir(t testing.TB) string {
-	t.Helper()
-	d, err := os.MkdirTemp("", "stpm-shared-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := os.RemoveAll(d); err != nil {
-			t.Error(err)
-		}
-	})
-	if err := os.Chmod(d, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	return d
-}
+func sharedDir(t testing.TB) string { return testutil.SharedDir(t, "stpm-shared-") }
 
 // nestedSSH is the command that runs on the "remote" host: an ssh back to
 // the same sshd that can only authenticate with the PKCS#11 module given.

@@ -19,7 +19,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -27,6 +26,7 @@ import (
 	"github.com/simple-tpm-pk11/simple-tpm-pk11/config"
 	"github.com/simple-tpm-pk11/simple-tpm-pk11/internal/sshtest"
 	"github.com/simple-tpm-pk11/simple-tpm-pk11/internal/swtpmtest"
+	"github.com/simple-tpm-pk11/simple-tpm-pk11/internal/testutil"
 	"github.com/simple-tpm-pk11/simple-tpm-pk11/keyfile"
 )
 
@@ -165,22 +165,7 @@ func runHost(t testing.TB, env, prefix []string, args ...string) (stdout, stderr
 }
 
 // lockedBuffer is a bytes.Buffer that a process writes while the test reads.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
+type lockedBuffer = testutil.LockedBuffer
 
 // hostProc is a p11host that runs while the test changes the world: it
 // reads its standard output line by line and writes commands to its
@@ -468,15 +453,7 @@ func TestModuleCheapLoad(t *testing.T) {
 		t.Errorf("C_OpenSession: %s, want CKR_OK (it needs no TPM)", p.rv("C_OpenSession"))
 	}
 	// The login failed, so the PIN key (a private object) is not found.
-	signs := p.signs()
-	if len(signs) != len(testKeys) {
-		t.Errorf("%d keys signed, want %d:\n%s", len(signs), len(testKeys), p.stdout)
-	}
-	for label, f := range signs {
-		if f["name"] != "CKR_DEVICE_ERROR" {
-			t.Errorf("C_Sign with %s: %s, want CKR_DEVICE_ERROR", label, f["name"])
-		}
-	}
+	checkSignsDeviceError(t, p)
 	if strings.Contains(p.stdout, "CKR_PIN_INCORRECT") {
 		t.Errorf("a dead TPM reported as a wrong PIN:\n%s", p.stdout)
 	}
@@ -620,21 +597,28 @@ func checkAllDeviceError(t testing.TB, p *probeResult) {
 	if p.rv("C_GetTokenInfo") != "CKR_DEVICE_ERROR" {
 		t.Errorf("C_GetTokenInfo: %s, want CKR_DEVICE_ERROR", p.rv("C_GetTokenInfo"))
 	}
-	signs := p.signs()
-	if len(signs) != len(testKeys) {
-		t.Errorf("%d keys, want %d:\n%s", len(signs), len(testKeys), p.stdout)
-	}
-	for label, f := range signs {
-		if f["name"] != "CKR_DEVICE_ERROR" {
-			t.Errorf("C_Sign with %s: %s, want CKR_DEVICE_ERROR", label, f["name"])
-		}
-	}
+	checkSignsDeviceError(t, p)
 	for _, c := range p.order {
 		if c == "C_Finalize" {
 			continue
 		}
 		if d := p.ms(t, c); d > promptBound {
 			t.Errorf("%s took %v", c, d)
+		}
+	}
+}
+
+// checkSignsDeviceError: every key without a PIN was found and its
+// C_Sign returned CKR_DEVICE_ERROR.
+func checkSignsDeviceError(t testing.TB, p *probeResult) {
+	t.Helper()
+	signs := p.signs()
+	if len(signs) != len(testKeys) {
+		t.Errorf("%d keys signed, want %d:\n%s", len(signs), len(testKeys), p.stdout)
+	}
+	for label, f := range signs {
+		if f["name"] != "CKR_DEVICE_ERROR" {
+			t.Errorf("C_Sign with %s: %s, want CKR_DEVICE_ERROR", label, f["name"])
 		}
 	}
 }
